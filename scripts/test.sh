@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests, emulator tests, examples and doc tests.
+#
+# Starts the Cognito emulator (localstack/start.sh) when none answers, and stops it afterwards
+# if it started it. Emulator tests never skip: without an emulator they fail and say so.
+# Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+pidfile=localstack/.run/moto.pid
+before="$(cat "$pidfile" 2>/dev/null || true)"
+endpoint="$(./localstack/start.sh | tail -n 1)"
+after="$(cat "$pidfile" 2>/dev/null || true)"
+if [ -n "$after" ] && [ "$after" != "$before" ]; then
+    trap './localstack/stop.sh' EXIT
+fi
+export AWS_ENDPOINT_URL="$endpoint"
+echo "Cognito emulator: $AWS_ENDPOINT_URL" >&2
+
+cargo test --all-features --all-targets "$@"
+cargo test --all-features --doc "$@"

@@ -1,0 +1,158 @@
+//! The `GetUser` call and the classification of its failures. No web framework here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_cognitoidentityprovider::config::retry::RetryConfig;
+use aws_sdk_cognitoidentityprovider::config::timeout::TimeoutConfig;
+use aws_sdk_cognitoidentityprovider::config::{BehaviorVersion, Region};
+use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_cognitoidentityprovider::operation::get_user::GetUserError;
+use aws_sdk_cognitoidentityprovider::Client;
+
+use crate::error::{Rejection, Unavailable, UnavailableKind, VerifyError};
+
+/// Timeouts and retries of the `GetUser` call.
+#[derive(Debug, Clone)]
+pub(crate) struct CallSettings {
+    pub(crate) region: String,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) attempt_timeout: Duration,
+    pub(crate) operation_timeout: Duration,
+    pub(crate) max_attempts: u32,
+    pub(crate) retry_after: Duration,
+}
+
+/// A Cognito user pool client that only ever calls `GetUser`, unsigned.
+#[derive(Clone, Debug)]
+pub(crate) struct Cognito {
+    client: Client,
+    retry_after: Duration,
+}
+
+/// What `GetUser` says of a token it accepts.
+pub(crate) struct GetUserAnswer {
+    pub(crate) username: String,
+    pub(crate) attributes: BTreeMap<String, String>,
+}
+
+impl Cognito {
+    pub(crate) fn new(s: &CallSettings) -> Self {
+        // `GetUser` is modelled without an auth scheme: the access token is the authorization,
+        // so the client is given no credentials at all.
+        let mut conf = aws_sdk_cognitoidentityprovider::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(s.region.clone()))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(s.connect_timeout)
+                    .operation_attempt_timeout(s.attempt_timeout)
+                    .operation_timeout(s.operation_timeout)
+                    .build(),
+            )
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(s.max_attempts)
+                    .with_initial_backoff(Duration::from_millis(50))
+                    .with_max_backoff(Duration::from_millis(500)),
+            );
+        if let Some(endpoint) = &s.endpoint {
+            conf = conf.endpoint_url(endpoint.clone());
+        }
+        Cognito {
+            client: Client::from_conf(conf.build()),
+            retry_after: s.retry_after,
+        }
+    }
+
+    /// Asks Cognito whether the token is still good, and whose it is.
+    pub(crate) async fn get_user(&self, token: &str) -> Result<GetUserAnswer, VerifyError> {
+        match self.client.get_user().access_token(token).send().await {
+            Ok(out) => {
+                let attributes = out
+                    .user_attributes
+                    .into_iter()
+                    .filter_map(|a| Some((a.name, a.value?)))
+                    .collect();
+                Ok(GetUserAnswer {
+                    username: out.username,
+                    attributes,
+                })
+            }
+            Err(err) => Err(classify(&err, self.retry_after)),
+        }
+    }
+}
+
+/// Splits `GetUser` failures into "the token is bad" and "Cognito could not say".
+///
+/// Only the four answers that speak of the token or its user are rejections; everything else,
+/// unknown error codes included, is unavailability: failing closed with a 503 is always safe,
+/// a 401 for Cognito's own trouble would sign users out for nothing.
+pub(crate) fn classify(err: &SdkError<GetUserError>, retry_after: Duration) -> VerifyError {
+    let unavailable = |kind| VerifyError::Unavailable(Unavailable::new(kind, retry_after));
+    match err {
+        SdkError::ServiceError(e) => {
+            let e = e.err();
+            let verdict = match e {
+                GetUserError::NotAuthorizedException(_) => VerifyError::Rejected(Rejection::NotAuthorized),
+                GetUserError::UserNotFoundException(_) => VerifyError::Rejected(Rejection::UserNotFound),
+                GetUserError::PasswordResetRequiredException(_) => {
+                    VerifyError::Rejected(Rejection::PasswordResetRequired)
+                }
+                GetUserError::UserNotConfirmedException(_) => {
+                    VerifyError::Rejected(Rejection::UserNotConfirmed)
+                }
+                GetUserError::TooManyRequestsException(_) => unavailable(UnavailableKind::Throttled),
+                GetUserError::InternalErrorException(_) => unavailable(UnavailableKind::ServiceError),
+                GetUserError::ForbiddenException(_) => unavailable(UnavailableKind::Forbidden),
+                _ if e.code().is_some_and(|c| c.contains("Throttl")) => {
+                    unavailable(UnavailableKind::Throttled)
+                }
+                _ if err.raw_response().is_some_and(|r| r.status().is_server_error()) => {
+                    unavailable(UnavailableKind::ServiceError)
+                }
+                _ => unavailable(UnavailableKind::Other),
+            };
+            match &verdict {
+                VerifyError::Unavailable(u) if u.kind() == UnavailableKind::Other => {
+                    tracing::error!(
+                        code = e.code().unwrap_or("none"),
+                        "unexpected GetUser error from Cognito"
+                    );
+                }
+                VerifyError::Unavailable(u) => {
+                    tracing::warn!(
+                        kind = u.kind().as_str(),
+                        code = e.code().unwrap_or("none"),
+                        "Cognito GetUser failed"
+                    );
+                }
+                VerifyError::Rejected(_) => {}
+            }
+            verdict
+        }
+        SdkError::TimeoutError(_) => {
+            tracing::warn!("Cognito GetUser timed out");
+            unavailable(UnavailableKind::Timeout)
+        }
+        SdkError::DispatchFailure(d) => {
+            let kind = if d.is_timeout() {
+                UnavailableKind::Timeout
+            } else {
+                UnavailableKind::Connection
+            };
+            tracing::warn!(kind = kind.as_str(), "Cognito GetUser could not be sent");
+            unavailable(kind)
+        }
+        SdkError::ResponseError(_) => {
+            tracing::warn!("Cognito GetUser answer could not be read");
+            unavailable(UnavailableKind::ServiceError)
+        }
+        _ => {
+            tracing::error!("Cognito GetUser request could not be built");
+            unavailable(UnavailableKind::Other)
+        }
+    }
+}

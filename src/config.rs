@@ -1,0 +1,445 @@
+//! The builder: every setting is checked once, when the verifier is built.
+
+use std::time::Duration;
+
+use crate::cache::CacheSettings;
+use crate::cognito::CallSettings;
+use crate::error::ConfigError;
+use crate::token::ClaimPolicy;
+use crate::verifier::Verifier;
+
+/// Builds a [`Verifier`]. Start with [`Verifier::builder`].
+///
+/// Setters consume and return the builder; [`build`](Self::build) checks everything at once.
+#[must_use = "a builder does nothing until `.build()` is called"]
+#[derive(Debug, Clone)]
+pub struct VerifierBuilder {
+    user_pool_id: String,
+    client_ids: Vec<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    endpoint_from_env: bool,
+    extra_issuers: Vec<String>,
+    leeway: Duration,
+    max_token_bytes: usize,
+    connect_timeout: Duration,
+    attempt_timeout: Duration,
+    operation_timeout: Duration,
+    max_attempts: u32,
+    retry_after: Duration,
+    cache: CacheSettings,
+}
+
+/// The parts a built verifier is made of.
+pub(crate) struct Settings {
+    pub(crate) user_pool_id: String,
+    pub(crate) region: String,
+    pub(crate) policy: ClaimPolicy,
+    pub(crate) call: CallSettings,
+    pub(crate) cache: CacheSettings,
+}
+
+impl VerifierBuilder {
+    pub(crate) fn new(user_pool_id: impl Into<String>) -> Self {
+        VerifierBuilder {
+            user_pool_id: user_pool_id.into(),
+            client_ids: Vec::new(),
+            region: None,
+            endpoint: None,
+            endpoint_from_env: true,
+            extra_issuers: Vec::new(),
+            leeway: Duration::ZERO,
+            max_token_bytes: 8 * 1024,
+            connect_timeout: Duration::from_secs(1),
+            attempt_timeout: Duration::from_millis(1500),
+            operation_timeout: Duration::from_secs(3),
+            max_attempts: 2,
+            retry_after: Duration::from_secs(1),
+            cache: CacheSettings::default(),
+        }
+    }
+
+    /// Allows tokens issued to this app client. Call once per client; at least once.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_ids.push(id.into());
+        self
+    }
+
+    /// Allows tokens issued to each of these app clients.
+    pub fn client_ids<I, S>(mut self, ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.client_ids.extend(ids.into_iter().map(Into::into));
+        self
+    }
+
+    /// States the region. It must match the region the pool id names; by default it is derived
+    /// from the pool id, so this only guards against a mismatched configuration.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Sends `GetUser` to this endpoint instead of Cognito's, such as `http://localhost:4566`
+    /// for LocalStack.
+    ///
+    /// Without it, `AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER` and then `AWS_ENDPOINT_URL` are
+    /// read at [`build`](Self::build), as the AWS SDKs do (unless
+    /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`).
+    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// Whether to read the endpoint from the environment when none is set (default `true`).
+    pub fn endpoint_from_env(mut self, read: bool) -> Self {
+        self.endpoint_from_env = read;
+        self
+    }
+
+    /// Also accepts tokens whose `iss` is exactly `issuer`, for emulators that issue tokens
+    /// under their own address. Cognito's two issuer forms for the pool are always accepted.
+    pub fn allow_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.extra_issuers.push(issuer.into());
+        self
+    }
+
+    /// Tolerance for clock skew when checking `exp` locally (default 0, at most 5 minutes).
+    /// Cached answers are never served past `exp` itself.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Longest token accepted, in bytes (default 8 KiB); longer ones are refused unread.
+    pub fn max_token_bytes(mut self, bytes: usize) -> Self {
+        self.max_token_bytes = bytes;
+        self
+    }
+
+    /// Time allowed to open a connection to Cognito (default 1 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for one attempt of the `GetUser` call (default 1.5 s).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for the whole `GetUser` call, retries included (default 3 s). This bounds how
+    /// long a request can wait on a hung Cognito.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// Attempts per `GetUser` call, the first included (default 2, at most 5). Each attempt
+    /// spends the account's quota.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// The `Retry-After` suggested when Cognito is unavailable (default 1 s).
+    pub fn retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = delay;
+        self
+    }
+
+    /// How long a positive verdict is reused (default 30 s): the longest a sign-out, a disabled
+    /// or a deleted user can go unnoticed. Never past the token's `exp`. Zero disables caching:
+    /// every request then costs one `GetUser` call.
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache.ttl = ttl;
+        self
+    }
+
+    /// Most positive verdicts kept at once (default 100 000).
+    pub fn cache_capacity(mut self, entries: u64) -> Self {
+        self.cache.capacity = entries;
+        self
+    }
+
+    /// How long a definitive rejection from Cognito is remembered (default 10 s; zero disables),
+    /// so that a replayed dead token costs one call per this period.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.cache.negative_ttl = ttl;
+        self
+    }
+
+    /// Most rejections kept at once (default 10 000).
+    pub fn negative_capacity(mut self, entries: u64) -> Self {
+        self.cache.negative_capacity = entries;
+        self
+    }
+
+    /// Stale-if-error (off by default): while Cognito is unavailable, a token verified less than
+    /// `ttl + grace` ago keeps its positive verdict. A definitive rejection always wins, and
+    /// nothing is served past the token's `exp`.
+    pub fn stale_if_error(mut self, grace: Duration) -> Self {
+        self.cache.stale_grace = Some(grace);
+        self
+    }
+
+    /// Checks every setting and builds the verifier.
+    ///
+    /// Reads the endpoint from the environment unless one was set (see
+    /// [`endpoint_url`](Self::endpoint_url)). Makes no network call: the first request does.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the setting to fix: a malformed pool id, no or malformed
+    /// client ids, a region that does not match the pool id, a malformed endpoint, a setting out
+    /// of range.
+    pub fn build(self) -> Result<Verifier, ConfigError> {
+        let pool_region = pool_region(&self.user_pool_id)
+            .ok_or_else(|| ConfigError::InvalidUserPoolId(self.user_pool_id.clone()))?
+            .to_owned();
+        if let Some(region) = &self.region {
+            if *region != pool_region {
+                return Err(ConfigError::RegionMismatch {
+                    configured: region.clone(),
+                    pool: self.user_pool_id.clone(),
+                    pool_region,
+                });
+            }
+        }
+        if self.client_ids.is_empty() {
+            return Err(ConfigError::NoClientIds);
+        }
+        if let Some(bad) = self.client_ids.iter().find(|id| !valid_client_id(id)) {
+            return Err(ConfigError::InvalidClientId(bad.clone()));
+        }
+        let endpoint = match self.endpoint {
+            Some(url) => Some(checked_endpoint(url, "endpoint_url()")?),
+            None if self.endpoint_from_env => endpoint_from_env()?,
+            None => None,
+        };
+        let range = |ok: bool, setting, reason| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::InvalidSetting { setting, reason })
+            }
+        };
+        range(
+            self.leeway <= Duration::from_secs(300),
+            "leeway",
+            "at most 5 minutes",
+        )?;
+        range(
+            (64..=64 * 1024).contains(&self.max_token_bytes),
+            "max_token_bytes",
+            "between 64 bytes and 64 KiB",
+        )?;
+        range(
+            (1..=5).contains(&self.max_attempts),
+            "max_attempts",
+            "between 1 and 5",
+        )?;
+        for (setting, t) in [
+            ("connect_timeout", self.connect_timeout),
+            ("attempt_timeout", self.attempt_timeout),
+            ("operation_timeout", self.operation_timeout),
+        ] {
+            range(
+                t > Duration::ZERO && t <= Duration::from_secs(60),
+                setting,
+                "more than zero and at most 60 s",
+            )?;
+        }
+        range(
+            self.retry_after >= Duration::from_secs(1),
+            "retry_after",
+            "at least 1 s (Retry-After counts whole seconds)",
+        )?;
+        range(self.cache.capacity > 0, "cache_capacity", "at least 1")?;
+        range(
+            self.cache.negative_capacity > 0,
+            "negative_capacity",
+            "at least 1",
+        )?;
+
+        let suffix = if pool_region.starts_with("cn-") {
+            "amazonaws.com.cn"
+        } else {
+            "amazonaws.com"
+        };
+        let mut issuers = vec![
+            format!("https://cognito-idp.{pool_region}.{suffix}/{}", self.user_pool_id),
+            format!(
+                "https://issuer-cognito-idp.{pool_region}.{suffix}/{}",
+                self.user_pool_id
+            ),
+        ];
+        issuers.extend(self.extra_issuers);
+
+        Ok(Verifier::from_settings(Settings {
+            policy: ClaimPolicy {
+                issuers,
+                client_ids: self.client_ids,
+                leeway_secs: self.leeway.as_secs() as i64,
+                max_len: self.max_token_bytes,
+            },
+            call: CallSettings {
+                region: pool_region.clone(),
+                endpoint,
+                connect_timeout: self.connect_timeout,
+                attempt_timeout: self.attempt_timeout,
+                operation_timeout: self.operation_timeout,
+                max_attempts: self.max_attempts,
+                retry_after: self.retry_after,
+            },
+            cache: self.cache,
+            user_pool_id: self.user_pool_id,
+            region: pool_region,
+        }))
+    }
+}
+
+/// The region part of a pool id such as `eu-west-1_AbC123`, if the id is well formed.
+fn pool_region(pool_id: &str) -> Option<&str> {
+    let (region, id) = pool_id.split_once('_')?;
+    let region_ok = region.split('-').count() >= 3
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && region.ends_with(|c: char| c.is_ascii_digit())
+        && !region.contains("--");
+    let id_ok = !id.is_empty() && pool_id.len() <= 55 && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    (region_ok && id_ok).then_some(region)
+}
+
+fn valid_client_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn checked_endpoint(url: String, source_name: &'static str) -> Result<String, ConfigError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace) => {
+            Ok(url)
+        }
+        _ => Err(ConfigError::InvalidEndpoint {
+            value: url,
+            source_name,
+        }),
+    }
+}
+
+fn endpoint_from_env() -> Result<Option<String>, ConfigError> {
+    let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(None);
+    }
+    for name in ["AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER", "AWS_ENDPOINT_URL"] {
+        if let Some(url) = var(name) {
+            return checked_endpoint(url, name).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder(pool: &str) -> VerifierBuilder {
+        VerifierBuilder::new(pool)
+            .client_id("abc123")
+            .endpoint_from_env(false)
+    }
+
+    #[test]
+    fn pool_ids_are_checked() {
+        assert_eq!(pool_region("eu-west-1_AbC123"), Some("eu-west-1"));
+        assert_eq!(pool_region("us-gov-west-1_x9"), Some("us-gov-west-1"));
+        assert_eq!(
+            pool_region("us-east-1_1979848ff3a644f1a2b879f56df40739"),
+            Some("us-east-1")
+        );
+        for bad in [
+            "",
+            "eu-west-1",
+            "eu-west-1_",
+            "_abc",
+            "EU-WEST-1_abc",
+            "eu-west_abc",
+            "eu-west-1_a-b",
+            "eu--west-1_a",
+        ] {
+            assert_eq!(pool_region(bad), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_pool_id_fails_at_build_naming_the_fix() {
+        let err = builder("eu-west-1").build().unwrap_err();
+        assert_eq!(err, ConfigError::InvalidUserPoolId("eu-west-1".into()));
+        assert!(err.to_string().contains("<region>_<id>"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_region_that_does_not_match_the_pool_fails_at_build() {
+        let err = builder("eu-west-1_Abc").region("us-east-1").build().unwrap_err();
+        assert!(matches!(err, ConfigError::RegionMismatch { .. }));
+        assert!(err.to_string().contains("set it to `eu-west-1`"), "{err}");
+        assert!(builder("eu-west-1_Abc").region("eu-west-1").build().is_ok());
+    }
+
+    #[tokio::test]
+    async fn client_ids_are_required_and_checked() {
+        let no_client = VerifierBuilder::new("eu-west-1_Abc")
+            .endpoint_from_env(false)
+            .build();
+        assert_eq!(no_client.unwrap_err(), ConfigError::NoClientIds);
+        let bad = builder("eu-west-1_Abc").client_id("").build().unwrap_err();
+        assert_eq!(bad, ConfigError::InvalidClientId(String::new()));
+    }
+
+    #[tokio::test]
+    async fn endpoints_and_ranges_are_checked() {
+        let err = builder("eu-west-1_Abc")
+            .endpoint_url("localhost:4566")
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidEndpoint { .. }), "{err}");
+        let err = builder("eu-west-1_Abc").max_attempts(0).build().unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::InvalidSetting {
+                setting: "max_attempts",
+                ..
+            }
+        ));
+        let err = builder("eu-west-1_Abc")
+            .operation_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::InvalidSetting {
+                setting: "operation_timeout",
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn both_issuer_forms_are_accepted() {
+        let v = builder("cn-north-1_Abc").build().unwrap();
+        assert_eq!(
+            v.issuers(),
+            [
+                "https://cognito-idp.cn-north-1.amazonaws.com.cn/cn-north-1_Abc",
+                "https://issuer-cognito-idp.cn-north-1.amazonaws.com.cn/cn-north-1_Abc"
+            ]
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! The two error types: one for set-up, one for a request's verdict.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A configuration mistake, reported when the [`Verifier`](crate::Verifier) is built.
+///
+/// Every message names the setting at fault and how to fix it, so that a service fails at
+/// start-up rather than at its first request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The user pool id is not of the form `{region}_{id}`, such as `eu-west-1_AbC123xyz`.
+    #[error(
+        "user pool id `{0}` is malformed: expected `<region>_<id>` such as `eu-west-1_AbC123xyz` \
+         (copy it from the Cognito console or `aws cognito-idp list-user-pools`)"
+    )]
+    InvalidUserPoolId(String),
+    /// No app client id was given.
+    #[error("no app client id is allowed: call `.client_id(\"...\")` with the id of each app client whose tokens you accept")]
+    NoClientIds,
+    /// An app client id is empty or contains characters Cognito never uses.
+    #[error("app client id `{0}` is malformed: expected 1 to 128 letters and digits")]
+    InvalidClientId(String),
+    /// An explicit region disagrees with the region the user pool id names.
+    #[error(
+        "region `{configured}` does not match user pool `{pool}`, which lives in `{pool_region}`: \
+         remove the region setting (it is derived from the pool id) or set it to `{pool_region}`"
+    )]
+    RegionMismatch {
+        /// The region that was configured.
+        configured: String,
+        /// The user pool id.
+        pool: String,
+        /// The region the user pool id names.
+        pool_region: String,
+    },
+    /// The endpoint override is not an absolute `http` or `https` URL.
+    #[error("endpoint `{value}` (from {source_name}) is not an absolute http(s) URL such as `http://localhost:4566`")]
+    InvalidEndpoint {
+        /// The rejected value.
+        value: String,
+        /// Where it came from: the builder or an environment variable.
+        source_name: &'static str,
+    },
+    /// A numeric setting is out of range.
+    #[error("setting `{setting}` is out of range: {reason}")]
+    InvalidSetting {
+        /// The builder method at fault.
+        setting: &'static str,
+        /// What range it takes.
+        reason: &'static str,
+    },
+}
+
+/// Why a request was not let through: the token is bad, or Cognito could not say.
+///
+/// The two cases call for different answers: a [`Rejection`] is the client's fault (HTTP 401),
+/// [`Unavailable`] is not (HTTP 503 with `Retry-After`) and is never cached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The token is not good: the local checks or Cognito refused it.
+    #[error("token rejected: {0}")]
+    Rejected(Rejection),
+    /// Cognito could not be asked or did not answer in time; try again later.
+    #[error("cognito unavailable: {0}")]
+    Unavailable(Unavailable),
+}
+
+impl VerifyError {
+    /// The rejection, if the token was refused.
+    pub fn rejection(&self) -> Option<Rejection> {
+        match self {
+            VerifyError::Rejected(r) => Some(*r),
+            VerifyError::Unavailable(_) => None,
+        }
+    }
+
+    /// Whether Cognito could not be asked; such a failure says nothing about the token.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, VerifyError::Unavailable(_))
+    }
+}
+
+impl From<Rejection> for VerifyError {
+    fn from(r: Rejection) -> Self {
+        VerifyError::Rejected(r)
+    }
+}
+
+impl From<Unavailable> for VerifyError {
+    fn from(u: Unavailable) -> Self {
+        VerifyError::Unavailable(u)
+    }
+}
+
+/// Why a token was refused. [`Rejection::as_str`] gives a stable, log-friendly code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// No token was presented.
+    Missing,
+    /// The token is longer than the configured maximum.
+    TooLarge,
+    /// Not a JWT: wrong shape, bad base64url, bad JSON, missing or mistyped claims.
+    Malformed,
+    /// The header names an algorithm other than RS256, the only one Cognito uses.
+    UnsupportedAlgorithm,
+    /// `token_use` is not `access` (an ID token, say).
+    NotAccessToken,
+    /// `iss` is not the configured user pool.
+    WrongIssuer,
+    /// `client_id` is not one of the allowed app clients.
+    WrongClient,
+    /// `exp` has passed.
+    Expired,
+    /// A client-credentials (machine) token: it has no user, so `GetUser` can never accept it.
+    MachineToken,
+    /// The token lacks the `aws.cognito.signin.user.admin` scope that `GetUser` requires.
+    ///
+    /// This points at the app client's configuration: enable that scope on the client.
+    MissingAdminScope,
+    /// Cognito: the token was revoked (sign-out), the user is disabled, or the token is invalid.
+    NotAuthorized,
+    /// Cognito: the user no longer exists.
+    UserNotFound,
+    /// Cognito: the user must reset their password.
+    PasswordResetRequired,
+    /// Cognito: the user has not confirmed their account.
+    UserNotConfirmed,
+}
+
+impl Rejection {
+    /// Every rejection, in declaration order.
+    pub const ALL: [Rejection; 14] = [
+        Rejection::Missing,
+        Rejection::TooLarge,
+        Rejection::Malformed,
+        Rejection::UnsupportedAlgorithm,
+        Rejection::NotAccessToken,
+        Rejection::WrongIssuer,
+        Rejection::WrongClient,
+        Rejection::Expired,
+        Rejection::MachineToken,
+        Rejection::MissingAdminScope,
+        Rejection::NotAuthorized,
+        Rejection::UserNotFound,
+        Rejection::PasswordResetRequired,
+        Rejection::UserNotConfirmed,
+    ];
+
+    /// A stable snake_case code for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Missing => "missing",
+            Rejection::TooLarge => "too_large",
+            Rejection::Malformed => "malformed",
+            Rejection::UnsupportedAlgorithm => "unsupported_algorithm",
+            Rejection::NotAccessToken => "not_access_token",
+            Rejection::WrongIssuer => "wrong_issuer",
+            Rejection::WrongClient => "wrong_client",
+            Rejection::Expired => "expired",
+            Rejection::MachineToken => "machine_token",
+            Rejection::MissingAdminScope => "missing_admin_scope",
+            Rejection::NotAuthorized => "not_authorized",
+            Rejection::UserNotFound => "user_not_found",
+            Rejection::PasswordResetRequired => "password_reset_required",
+            Rejection::UserNotConfirmed => "user_not_confirmed",
+        }
+    }
+
+    /// Whether the rejection was decided locally, without asking Cognito.
+    pub const fn is_local(self) -> bool {
+        !matches!(
+            self,
+            Rejection::NotAuthorized
+                | Rejection::UserNotFound
+                | Rejection::PasswordResetRequired
+                | Rejection::UserNotConfirmed
+        )
+    }
+
+    /// A short description safe to send to the client: it names no claim value.
+    pub const fn description(self) -> &'static str {
+        match self {
+            Rejection::Missing => "no access token",
+            Rejection::TooLarge => "the access token is too large",
+            Rejection::Malformed | Rejection::UnsupportedAlgorithm => "the access token is malformed",
+            Rejection::NotAccessToken => "not an access token",
+            Rejection::WrongIssuer | Rejection::WrongClient => {
+                "the access token was issued for another application"
+            }
+            Rejection::Expired => "the access token expired",
+            Rejection::MachineToken | Rejection::MissingAdminScope => "the access token cannot be used here",
+            Rejection::NotAuthorized
+            | Rejection::UserNotFound
+            | Rejection::PasswordResetRequired
+            | Rejection::UserNotConfirmed => "the access token is no longer valid",
+        }
+    }
+
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Cognito could not give a verdict. Says nothing about the token; never cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    kind: UnavailableKind,
+    retry_after: Duration,
+}
+
+impl Unavailable {
+    pub(crate) fn new(kind: UnavailableKind, retry_after: Duration) -> Self {
+        Unavailable { kind, retry_after }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> UnavailableKind {
+        self.kind
+    }
+
+    /// How long the client should wait before trying again (`Retry-After`).
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (retry after {}s)",
+            self.kind.as_str(),
+            self.retry_after.as_secs()
+        )
+    }
+}
+
+/// The kinds of [`Unavailable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UnavailableKind {
+    /// Cognito answered `TooManyRequestsException`: the account's quota is spent.
+    Throttled,
+    /// Cognito answered with an internal error or a 5xx.
+    ServiceError,
+    /// Cognito answered `ForbiddenException` (AWS WAF blocked the call).
+    Forbidden,
+    /// No answer within the configured timeouts.
+    Timeout,
+    /// No connection could be made.
+    Connection,
+    /// Any other failure: an unexpected error code or an unreadable answer.
+    Other,
+}
+
+impl UnavailableKind {
+    /// A stable snake_case code for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UnavailableKind::Throttled => "throttled",
+            UnavailableKind::ServiceError => "service_error",
+            UnavailableKind::Forbidden => "forbidden",
+            UnavailableKind::Timeout => "timeout",
+            UnavailableKind::Connection => "connection",
+            UnavailableKind::Other => "other",
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! Test helpers (feature `test-util`): seed an emulator, and a fake `GetUser` upstream.
+//!
+//! [`Emulator`] talks to moto or LocalStack through the same SDK the verifier uses, signing its
+//! admin calls with dummy credentials (emulators accept any). [`FakeCognito`] is a small HTTP
+//! server that stands in for Cognito where an emulator cannot show a behaviour: throttling,
+//! 5xx answers, hangs, latency, and exact call counts. It can also forward to an emulator, and
+//! count what passes.
+//!
+//! Not for production use.
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_cognitoidentityprovider::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_cognitoidentityprovider::types::{
+    AttributeDataType, AttributeType, AuthFlowType, ExplicitAuthFlowsType, MessageActionType,
+    SchemaAttributeType,
+};
+use aws_sdk_cognitoidentityprovider::Client;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::VerifierBuilder;
+use crate::Verifier;
+
+/// Errors of the helpers, boxed.
+pub type BoxError = Box<dyn Error + Send + Sync>;
+
+/// The endpoint tests use: `AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER`, else
+/// `AWS_ENDPOINT_URL`, else `http://127.0.0.1:4566` (where `localstack/start.sh` serves).
+pub fn endpoint_from_env() -> String {
+    ["AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER", "AWS_ENDPOINT_URL"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "http://127.0.0.1:4566".to_owned())
+}
+
+/// An emulated Cognito (moto or LocalStack) and an admin client for it.
+#[derive(Clone, Debug)]
+pub struct Emulator {
+    admin: Client,
+    endpoint: String,
+    region: String,
+}
+
+impl Emulator {
+    /// Connects to the emulator at [`endpoint_from_env`] in region `us-east-1`.
+    ///
+    /// # Errors
+    /// When nothing answers there, with a message saying how to start one.
+    pub async fn from_env() -> Result<Self, BoxError> {
+        Self::connect(&endpoint_from_env(), "us-east-1").await
+    }
+
+    /// Connects to the emulator at `endpoint`, and checks that it answers.
+    ///
+    /// # Errors
+    /// When nothing answers there, with a message saying how to start one.
+    pub async fn connect(endpoint: &str, region: &str) -> Result<Self, BoxError> {
+        let conf = aws_sdk_cognitoidentityprovider::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_owned()))
+            .endpoint_url(endpoint)
+            .credentials_provider(Credentials::new("test", "test", None, None, "emulator"))
+            .build();
+        let admin = Client::from_conf(conf);
+        if let Err(e) = admin.list_user_pools().max_results(1).send().await {
+            return Err(format!(
+                "no Cognito emulator answers at {endpoint} ({}): start one with `./localstack/start.sh` \
+                 or point AWS_ENDPOINT_URL at yours",
+                aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(e)
+            )
+            .into());
+        }
+        Ok(Emulator {
+            admin,
+            endpoint: endpoint.to_owned(),
+            region: region.to_owned(),
+        })
+    }
+
+    /// The emulator's endpoint.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The admin client (signed with dummy credentials), for anything the helpers lack.
+    pub fn admin(&self) -> &Client {
+        &self.admin
+    }
+
+    /// Creates a user pool with a `custom:tenant` attribute and one app client that allows the
+    /// admin password flow.
+    ///
+    /// # Errors
+    /// When the emulator refuses a call.
+    pub async fn create_pool(&self, name: &str) -> Result<TestPool, BoxError> {
+        let pool = self
+            .admin
+            .create_user_pool()
+            .pool_name(name)
+            .schema(
+                SchemaAttributeType::builder()
+                    .name("tenant")
+                    .attribute_data_type(AttributeDataType::String)
+                    .mutable(true)
+                    .build(),
+            )
+            .send()
+            .await?;
+        let pool_id = pool
+            .user_pool
+            .and_then(|p| p.id)
+            .ok_or("CreateUserPool returned no id")?;
+        let mut pool = TestPool {
+            admin: self.admin.clone(),
+            pool_id,
+            client_id: String::new(),
+            endpoint: self.endpoint.clone(),
+        };
+        pool.client_id = pool.create_client(&format!("{name}-app")).await?;
+        Ok(pool)
+    }
+
+    /// The region pools are created in.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+}
+
+/// A user pool on the emulator, with its first app client.
+#[derive(Clone, Debug)]
+pub struct TestPool {
+    admin: Client,
+    endpoint: String,
+    /// The pool id.
+    pub pool_id: String,
+    /// The first app client's id.
+    pub client_id: String,
+}
+
+/// The tokens of one sign-in.
+#[derive(Clone)]
+pub struct Tokens {
+    /// The access token.
+    pub access: String,
+    /// The ID token.
+    pub id: String,
+    /// The refresh token.
+    pub refresh: String,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tokens([redacted])")
+    }
+}
+
+impl TestPool {
+    /// A verifier builder for this pool and its first client, pointed at the emulator.
+    pub fn verifier(&self) -> VerifierBuilder {
+        Verifier::builder(&self.pool_id)
+            .client_id(&self.client_id)
+            .endpoint_url(&self.endpoint)
+    }
+
+    /// Adds an app client that allows the admin password flow; returns its id.
+    ///
+    /// # Errors
+    /// When the emulator refuses the call.
+    pub async fn create_client(&self, name: &str) -> Result<String, BoxError> {
+        let out = self
+            .admin
+            .create_user_pool_client()
+            .user_pool_id(&self.pool_id)
+            .client_name(name)
+            .explicit_auth_flows(ExplicitAuthFlowsType::AllowAdminUserPasswordAuth)
+            .explicit_auth_flows(ExplicitAuthFlowsType::AllowRefreshTokenAuth)
+            .send()
+            .await?;
+        Ok(out
+            .user_pool_client
+            .and_then(|c| c.client_id)
+            .ok_or("CreateUserPoolClient returned no id")?)
+    }
+
+    /// Creates a confirmed user with a permanent password and these attributes.
+    ///
+    /// # Errors
+    /// When the emulator refuses a call.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: &str,
+        attributes: &[(&str, &str)],
+    ) -> Result<(), BoxError> {
+        let mut req = self
+            .admin
+            .admin_create_user()
+            .user_pool_id(&self.pool_id)
+            .username(username)
+            .message_action(MessageActionType::Suppress);
+        for (name, value) in attributes {
+            req = req.user_attributes(AttributeType::builder().name(*name).value(*value).build()?);
+        }
+        req.send().await?;
+        self.admin
+            .admin_set_user_password()
+            .user_pool_id(&self.pool_id)
+            .username(username)
+            .password(password)
+            .permanent(true)
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// Signs a user in through `client_id` with the admin password flow.
+    ///
+    /// # Errors
+    /// When the emulator refuses the sign-in.
+    pub async fn sign_in(&self, client_id: &str, username: &str, password: &str) -> Result<Tokens, BoxError> {
+        let out = self
+            .admin
+            .admin_initiate_auth()
+            .user_pool_id(&self.pool_id)
+            .client_id(client_id)
+            .auth_flow(AuthFlowType::AdminUserPasswordAuth)
+            .auth_parameters("USERNAME", username)
+            .auth_parameters("PASSWORD", password)
+            .send()
+            .await?;
+        let r = out
+            .authentication_result
+            .ok_or("AdminInitiateAuth returned no tokens")?;
+        Ok(Tokens {
+            access: r.access_token.ok_or("no access token")?,
+            id: r.id_token.ok_or("no id token")?,
+            refresh: r.refresh_token.unwrap_or_default(),
+        })
+    }
+
+    /// Creates `group` if needed and adds `username` to it.
+    ///
+    /// # Errors
+    /// When the emulator refuses a call.
+    pub async fn add_to_group(&self, username: &str, group: &str) -> Result<(), BoxError> {
+        let _ = self
+            .admin
+            .create_group()
+            .user_pool_id(&self.pool_id)
+            .group_name(group)
+            .send()
+            .await;
+        self.admin
+            .admin_add_user_to_group()
+            .user_pool_id(&self.pool_id)
+            .username(username)
+            .group_name(group)
+            .send()
+            .await?;
+        Ok(())
+    }
+}
+
+/// What [`FakeCognito`] does with a `GetUser` call.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// Passes every request to this endpoint (an emulator) and its answer back.
+    Forward(String),
+    /// Accepts any token as this user.
+    User {
+        /// The username to return.
+        username: String,
+        /// The attributes to return.
+        attributes: Vec<(String, String)>,
+    },
+    /// Answers with this HTTP status and Cognito error code, such as
+    /// `(400, "TooManyRequestsException")` or `(500, "InternalErrorException")`.
+    Error(u16, String),
+    /// Reads the request and never answers.
+    Hang,
+}
+
+struct FakeState {
+    behaviour: Mutex<Behaviour>,
+    latency: Mutex<Duration>,
+    calls: AtomicU64,
+    signed_calls: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+}
+
+/// A stand-in for Cognito's API on loopback that counts `GetUser` calls.
+///
+/// Dropping it stops accepting connections.
+pub struct FakeCognito {
+    addr: SocketAddr,
+    state: Arc<FakeState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeCognito {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeCognito {
+    /// Starts a fake on a free loopback port.
+    ///
+    /// # Errors
+    /// When no port can be bound.
+    pub async fn start(behaviour: Behaviour) -> Result<Self, BoxError> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(FakeState {
+            behaviour: Mutex::new(behaviour),
+            latency: Mutex::new(Duration::ZERO),
+            calls: AtomicU64::new(0),
+            signed_calls: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
+        });
+        let accept_state = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve(stream, accept_state.clone()));
+            }
+        });
+        Ok(FakeCognito { addr, state, task })
+    }
+
+    /// A fake that accepts any token as `username` with these attributes.
+    ///
+    /// # Errors
+    /// When no port can be bound.
+    pub async fn user(username: &str, attributes: &[(&str, &str)]) -> Result<Self, BoxError> {
+        Self::start(Behaviour::User {
+            username: username.to_owned(),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        })
+        .await
+    }
+
+    /// The URL to give [`VerifierBuilder::endpoint_url`].
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Changes what the fake does from the next request on.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.state.behaviour.lock().unwrap() = behaviour;
+    }
+
+    /// Delays every `GetUser` answer by `latency`, as a round trip to Cognito would.
+    pub fn set_latency(&self, latency: Duration) {
+        *self.state.latency.lock().unwrap() = latency;
+    }
+
+    /// `GetUser` calls received so far.
+    pub fn get_user_calls(&self) -> u64 {
+        self.state.calls.load(SeqCst)
+    }
+
+    /// `GetUser` calls that carried an `Authorization` header (a SigV4 signature).
+    pub fn signed_get_user_calls(&self) -> u64 {
+        self.state.signed_calls.load(SeqCst)
+    }
+
+    /// The most `GetUser` calls that were in progress at once.
+    pub fn max_in_flight(&self) -> u64 {
+        self.state.max_in_flight.load(SeqCst)
+    }
+}
+
+/// An HTTP/1.1 message: the head (up to and including the blank line) and the body.
+struct Message {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Message {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+async fn read_message<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<Message>> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            let mut msg = Message {
+                head,
+                body: Vec::new(),
+            };
+            let len: usize = msg
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let start = end + 4;
+            while buf.len() < start + len {
+                let mut chunk = [0u8; 8192];
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            msg.body = buf[start..start + len].to_vec();
+            buf.drain(..start + len);
+            return Ok(Some(msg));
+        }
+        let mut chunk = [0u8; 8192];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\n",
+        if status < 400 { "OK" } else { "Error" }
+    );
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+async fn forward(upstream: &str, request: &Message) -> Result<Vec<u8>, BoxError> {
+    let host = upstream.trim_start_matches("http://").trim_end_matches('/');
+    let mut conn = TcpStream::connect(host).await?;
+    conn.write_all(request.head.as_bytes()).await?;
+    conn.write_all(&request.body).await?;
+    let mut buf = Vec::new();
+    let answer = read_message(&mut conn, &mut buf)
+        .await?
+        .ok_or("upstream closed the connection")?;
+    let status: u16 = answer
+        .head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad status line")?;
+    let headers: Vec<(&str, &str)> = answer
+        .head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("connection"))
+        .collect();
+    Ok(response(status, &headers, &answer.body))
+}
+
+async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
+    let mut buf = Vec::new();
+    while let Ok(Some(request)) = read_message(&mut stream, &mut buf).await {
+        let is_get_user = request
+            .header("x-amz-target")
+            .is_some_and(|t| t.ends_with(".GetUser"));
+        let behaviour = state.behaviour.lock().unwrap().clone();
+        if is_get_user {
+            state.calls.fetch_add(1, SeqCst);
+            if request.header("authorization").is_some() {
+                state.signed_calls.fetch_add(1, SeqCst);
+            }
+            let now = state.in_flight.fetch_add(1, SeqCst) + 1;
+            state.max_in_flight.fetch_max(now, SeqCst);
+            let latency = *state.latency.lock().unwrap();
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+        }
+        let answer = match (&behaviour, is_get_user) {
+            (Behaviour::Forward(upstream), _) => forward(upstream, &request)
+                .await
+                .unwrap_or_else(|e| response(502, &[], e.to_string().as_bytes())),
+            (Behaviour::Hang, true) => {
+                // Hold the connection open until the client gives up.
+                let mut sink = [0u8; 1024];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                state.in_flight.fetch_sub(1, SeqCst);
+                return;
+            }
+            (Behaviour::User { username, attributes }, true) => {
+                let attrs: Vec<_> = attributes
+                    .iter()
+                    .map(|(k, v)| serde_json::json!({"Name": k, "Value": v}))
+                    .collect();
+                let body = serde_json::json!({"Username": username, "UserAttributes": attrs}).to_string();
+                response(
+                    200,
+                    &[("Content-Type", "application/x-amz-json-1.1")],
+                    body.as_bytes(),
+                )
+            }
+            (Behaviour::Error(status, code), true) => {
+                let body = serde_json::json!({"__type": code, "message": "fake"}).to_string();
+                response(
+                    *status,
+                    &[
+                        ("Content-Type", "application/x-amz-json-1.1"),
+                        ("x-amzn-ErrorType", code),
+                    ],
+                    body.as_bytes(),
+                )
+            }
+            (_, false) => response(400, &[("x-amzn-ErrorType", "UnknownOperationException")], b"{}"),
+        };
+        if is_get_user {
+            state.in_flight.fetch_sub(1, SeqCst);
+        }
+        if stream.write_all(&answer).await.is_err() {
+            return;
+        }
+    }
+}

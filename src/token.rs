@@ -1,0 +1,322 @@
+//! Bearer token handling: the cache key, the unverified claims and the local checks.
+//!
+//! Everything here works on the exact bytes that would be sent to Cognito, so a token can never
+//! pass the checks in one form and be sent in another.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::Rejection;
+
+/// The scope that `GetUser` demands of an access token.
+pub(crate) const ADMIN_SCOPE: &str = "aws.cognito.signin.user.admin";
+
+/// A cache key: the SHA-256 of the token. The token itself is never kept.
+pub(crate) type TokenKey = [u8; 32];
+
+pub(crate) fn key(token: &[u8]) -> TokenKey {
+    Sha256::digest(token).into()
+}
+
+/// Strips an RFC 6750 `Bearer` scheme (case-insensitive) from an `Authorization` value.
+///
+/// Returns what follows the single space. That rest is not scanned here: it is either found in
+/// the cache by its hash (so it is byte for byte a token that passed [`parse`] before) or it goes
+/// through [`parse`], which refuses anything but one base64url JWT.
+#[inline]
+#[allow(dead_code)] // used by the middleware
+pub(crate) fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
+    match value.split_at_checked(7) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => Some(rest),
+        _ => None,
+    }
+}
+
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: std::borrow::Cow<'a, str>,
+}
+
+/// The claims of a Cognito access token, read before Cognito has vouched for them.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Claims {
+    pub(crate) token_use: String,
+    pub(crate) iss: String,
+    #[serde(default)]
+    pub(crate) client_id: Option<String>,
+    pub(crate) exp: i64,
+    #[serde(default)]
+    pub(crate) iat: Option<i64>,
+    #[serde(default)]
+    pub(crate) auth_time: Option<i64>,
+    pub(crate) sub: String,
+    #[serde(default)]
+    pub(crate) username: Option<String>,
+    #[serde(default)]
+    pub(crate) scope: Option<String>,
+    #[serde(default, rename = "cognito:groups")]
+    pub(crate) groups: Vec<String>,
+    #[serde(default)]
+    pub(crate) jti: Option<String>,
+    #[serde(default)]
+    pub(crate) origin_jti: Option<String>,
+}
+
+impl Claims {
+    pub(crate) fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.as_deref().unwrap_or("").split_ascii_whitespace()
+    }
+}
+
+const fn is_base64url(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+fn decode_segment(segment: &[u8]) -> Result<Vec<u8>, Rejection> {
+    // Strict: no padding, no trailing bits, no other alphabet.
+    URL_SAFE_NO_PAD.decode(segment).map_err(|_| Rejection::Malformed)
+}
+
+/// Reads a token's header and claims without verifying its signature.
+///
+/// Accepts one compact JWT of at most `max_len` bytes: three non-empty base64url segments, an
+/// RS256 header, a JSON object payload with the claims a Cognito access token carries.
+pub(crate) fn parse(token: &[u8], max_len: usize) -> Result<Claims, Rejection> {
+    if token.is_empty() {
+        return Err(Rejection::Missing);
+    }
+    if token.len() > max_len {
+        return Err(Rejection::TooLarge);
+    }
+    let mut segments = token.split(|&b| b == b'.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (segments.next(), segments.next(), segments.next(), segments.next())
+    else {
+        return Err(Rejection::Malformed);
+    };
+    if header.is_empty() || payload.is_empty() || signature.is_empty() {
+        return Err(Rejection::Malformed);
+    }
+    if !token.iter().all(|&b| is_base64url(b) || b == b'.') {
+        return Err(Rejection::Malformed);
+    }
+    let header = decode_segment(header)?;
+    let header: Header<'_> = serde_json::from_slice(&header).map_err(|_| Rejection::Malformed)?;
+    if header.alg != "RS256" {
+        return Err(Rejection::UnsupportedAlgorithm);
+    }
+    decode_segment(signature)?;
+    let payload = decode_segment(payload)?;
+    serde_json::from_slice(&payload).map_err(|_| Rejection::Malformed)
+}
+
+/// What a token must show before it is worth a `GetUser` call.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimPolicy {
+    pub(crate) issuers: Vec<String>,
+    pub(crate) client_ids: Vec<String>,
+    pub(crate) leeway_secs: i64,
+    pub(crate) max_len: usize,
+}
+
+impl ClaimPolicy {
+    /// Checks the claims in the order that gives the most useful reason first.
+    pub(crate) fn check(&self, claims: &Claims, now: i64) -> Result<(), Rejection> {
+        if claims.token_use != "access" {
+            return Err(Rejection::NotAccessToken);
+        }
+        if !self.issuers.contains(&claims.iss) {
+            return Err(Rejection::WrongIssuer);
+        }
+        match &claims.client_id {
+            Some(id) if self.client_ids.iter().any(|c| c == id) => {}
+            _ => return Err(Rejection::WrongClient),
+        }
+        if claims.exp.saturating_add(self.leeway_secs) <= now {
+            return Err(Rejection::Expired);
+        }
+        if claims.username.is_none() {
+            return Err(Rejection::MachineToken);
+        }
+        if !claims.scopes().any(|s| s == ADMIN_SCOPE) {
+            return Err(Rejection::MissingAdminScope);
+        }
+        Ok(())
+    }
+
+    /// Parses and checks a token in one step.
+    pub(crate) fn verify(&self, token: &[u8], now: i64) -> Result<Claims, Rejection> {
+        let claims = parse(token, self.max_len)?;
+        self.check(&claims, now)?;
+        Ok(claims)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POOL_ISS: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Pool";
+
+    fn b64(s: &str) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    fn token(header: &str, payload: &str) -> String {
+        format!("{}.{}.{}", b64(header), b64(payload), b64("signature"))
+    }
+
+    fn claims(overrides: &[(&str, serde_json::Value)]) -> String {
+        let mut c = serde_json::json!({
+            "token_use": "access",
+            "iss": POOL_ISS,
+            "client_id": "client1",
+            "exp": 2_000_000_000i64,
+            "sub": "0000-1111",
+            "username": "alice",
+            "scope": "openid aws.cognito.signin.user.admin",
+        });
+        for (k, v) in overrides {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(*k);
+            } else {
+                c[*k] = v.clone();
+            }
+        }
+        token(r#"{"alg":"RS256","kid":"k1"}"#, &c.to_string())
+    }
+
+    fn policy() -> ClaimPolicy {
+        ClaimPolicy {
+            issuers: vec![POOL_ISS.to_owned()],
+            client_ids: vec!["client1".to_owned()],
+            leeway_secs: 0,
+            max_len: 8192,
+        }
+    }
+
+    fn verdict(t: &str) -> Result<(), Rejection> {
+        policy().verify(t.as_bytes(), 1_900_000_000).map(|_| ())
+    }
+
+    #[test]
+    fn a_well_formed_access_token_passes() {
+        let c = policy().verify(claims(&[]).as_bytes(), 1_900_000_000).unwrap();
+        assert_eq!(c.username.as_deref(), Some("alice"));
+        assert_eq!(c.scopes().collect::<Vec<_>>(), ["openid", ADMIN_SCOPE]);
+    }
+
+    #[test]
+    fn shape_errors_are_malformed() {
+        for bad in [
+            "abc", "a.b", "a.b.c.d", "..", "a..c", "ab.cd.", "a b.c.d", "é.a.b",
+        ] {
+            assert_eq!(verdict(bad), Err(Rejection::Malformed), "{bad}");
+        }
+        assert_eq!(verdict(""), Err(Rejection::Missing));
+    }
+
+    #[test]
+    fn padding_and_trailing_characters_are_refused() {
+        let good = claims(&[]);
+        assert_eq!(verdict(&format!("{good}=")), Err(Rejection::Malformed));
+        assert_eq!(verdict(&format!("{good} ")), Err(Rejection::Malformed));
+        assert_eq!(verdict(&format!("{good}.")), Err(Rejection::Malformed));
+        let (h, rest) = good.split_once('.').unwrap();
+        assert_eq!(verdict(&format!("{h}==.{rest}")), Err(Rejection::Malformed));
+    }
+
+    #[test]
+    fn oversized_tokens_are_refused_before_decoding() {
+        let big = "a".repeat(9000);
+        assert_eq!(verdict(&big), Err(Rejection::TooLarge));
+    }
+
+    #[test]
+    fn algorithms_other_than_rs256_are_refused() {
+        let payload = serde_json::json!({"token_use": "access"}).to_string();
+        for alg in ["none", "HS256", "ES256", "rs256"] {
+            let t = token(&format!(r#"{{"alg":"{alg}"}}"#), &payload);
+            assert_eq!(verdict(&t), Err(Rejection::UnsupportedAlgorithm), "{alg}");
+        }
+    }
+
+    #[test]
+    fn each_claim_check_has_its_own_reason() {
+        use serde_json::json;
+        let cases = [
+            (vec![("token_use", json!("id"))], Rejection::NotAccessToken),
+            (
+                vec![(
+                    "iss",
+                    json!("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Other"),
+                )],
+                Rejection::WrongIssuer,
+            ),
+            (vec![("client_id", json!("client2"))], Rejection::WrongClient),
+            (
+                vec![("client_id", serde_json::Value::Null)],
+                Rejection::WrongClient,
+            ),
+            (vec![("exp", json!(1_900_000_000i64))], Rejection::Expired),
+            (vec![("exp", json!(-5))], Rejection::Expired),
+            (
+                vec![
+                    ("username", serde_json::Value::Null),
+                    ("scope", json!("api/read")),
+                ],
+                Rejection::MachineToken,
+            ),
+            (
+                vec![("scope", json!("openid email"))],
+                Rejection::MissingAdminScope,
+            ),
+            (vec![("exp", json!("soon"))], Rejection::Malformed),
+            (vec![("exp", json!(1e300))], Rejection::Malformed),
+            (vec![("sub", serde_json::Value::Null)], Rejection::Malformed),
+        ];
+        for (overrides, want) in cases {
+            assert_eq!(verdict(&claims(&overrides)), Err(want), "{overrides:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_claims_are_refused() {
+        let payload = format!(
+            r#"{{"token_use":"access","iss":"{POOL_ISS}","client_id":"client1","client_id":"client1","exp":2000000000,"sub":"s","username":"u","scope":"{ADMIN_SCOPE}"}}"#
+        );
+        assert_eq!(
+            verdict(&token(r#"{"alg":"RS256"}"#, &payload)),
+            Err(Rejection::Malformed)
+        );
+    }
+
+    #[test]
+    fn leeway_extends_expiry() {
+        let mut p = policy();
+        p.leeway_secs = 30;
+        let t = claims(&[("exp", serde_json::json!(1_899_999_990i64))]);
+        assert!(p.verify(t.as_bytes(), 1_900_000_000).is_ok());
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_needs_one_space() {
+        assert_eq!(strip_bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(strip_bearer(b"bEARER abc"), Some(&b"abc"[..]));
+        assert_eq!(strip_bearer(b"Basic abcdef"), None);
+        assert_eq!(strip_bearer(b"Bearer"), None);
+        assert_eq!(strip_bearer(b"Bearer  abc"), Some(&b" abc"[..]));
+    }
+}

@@ -1,0 +1,172 @@
+//! Shared set-up of the integration tests.
+#![allow(dead_code)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_cognito::testing::{Behaviour, Emulator, FakeCognito, TestPool, Tokens};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+pub const PASSWORD: &str = "Corr3ct-Horse!";
+
+/// The emulator, or a failure that says how to start one. Emulator tests never skip.
+pub async fn emulator() -> Emulator {
+    match Emulator::from_env().await {
+        Ok(e) => e,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A fresh pool on the emulator with user `alice` (attributes below) signed in.
+pub struct Seeded {
+    pub emulator: Emulator,
+    pub pool: TestPool,
+    pub tokens: Tokens,
+    /// Counts every `GetUser` call on its way to the emulator.
+    pub proxy: FakeCognito,
+}
+
+pub const ALICE_ATTRIBUTES: &[(&str, &str)] = &[
+    ("email", "alice@example.com"),
+    ("email_verified", "true"),
+    ("phone_number", "+15550100"),
+    ("given_name", "Alice"),
+    ("custom:tenant", "acme"),
+];
+
+pub async fn seeded(name: &str) -> Seeded {
+    let emulator = emulator().await;
+    let pool = emulator.create_pool(name).await.expect("create pool");
+    pool.create_user("alice", PASSWORD, ALICE_ATTRIBUTES)
+        .await
+        .expect("create user");
+    let tokens = pool
+        .sign_in(&pool.client_id, "alice", PASSWORD)
+        .await
+        .expect("sign in");
+    let proxy = FakeCognito::start(Behaviour::Forward(emulator.endpoint().to_owned()))
+        .await
+        .unwrap();
+    Seeded {
+        emulator,
+        pool,
+        tokens,
+        proxy,
+    }
+}
+
+impl Seeded {
+    /// A verifier builder for the pool, whose calls go through the counting proxy.
+    pub fn verifier(&self) -> actix_cognito::VerifierBuilder {
+        self.pool.verifier().endpoint_url(self.proxy.endpoint())
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An unsigned token with a Cognito-shaped header and these claims.
+pub fn token_with(claims: &Value) -> String {
+    format!(
+        "{}.{}.{}",
+        b64(br#"{"kid":"dummy","alg":"RS256"}"#),
+        b64(claims.to_string().as_bytes()),
+        b64(&[7u8; 256])
+    )
+}
+
+/// The claims of a token.
+pub fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+/// The same token with some claims changed (its signature no longer matches).
+pub fn altered(token: &str, changes: &[(&str, Value)]) -> String {
+    let mut claims = claims_of(token);
+    for (k, v) in changes {
+        claims[*k] = v.clone();
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    format!("{}.{}.{}", parts[0], b64(claims.to_string().as_bytes()), parts[2])
+}
+
+/// Access-token claims of the pool, for the fake upstream, valid for `ttl_secs`.
+pub fn access_claims(pool_id: &str, client_id: &str, sub: &str, ttl_secs: i64) -> Value {
+    json!({
+        "iss": format!("https://cognito-idp.us-east-1.amazonaws.com/{pool_id}"),
+        "sub": sub,
+        "client_id": client_id,
+        "token_use": "access",
+        "scope": "aws.cognito.signin.user.admin",
+        "exp": unix_now() + ttl_secs,
+        "iat": unix_now(),
+        "jti": format!("jti-{sub}"),
+        "username": format!("user-{sub}"),
+    })
+}
+
+pub const FAKE_POOL: &str = "us-east-1_FakePool1";
+pub const FAKE_CLIENT: &str = "fakeclient1";
+
+/// A well-formed access token for the fake upstream's pool.
+pub fn fake_token(sub: &str, ttl_secs: i64) -> String {
+    token_with(&access_claims(FAKE_POOL, FAKE_CLIENT, sub, ttl_secs))
+}
+
+/// The ways a token can be revoked in Cognito.
+#[derive(Debug, Clone, Copy)]
+pub enum Revoke {
+    GlobalSignOut,
+    AdminUserGlobalSignOut,
+    AdminDisableUser,
+    AdminDeleteUser,
+}
+
+impl Seeded {
+    /// Revokes alice's token on the emulator.
+    pub async fn revoke(&self, how: Revoke) {
+        let admin = self.emulator.admin();
+        let pool = &self.pool.pool_id;
+        match how {
+            Revoke::GlobalSignOut => admin
+                .global_sign_out()
+                .access_token(&self.tokens.access)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| format!("{e:?}")),
+            Revoke::AdminUserGlobalSignOut => admin
+                .admin_user_global_sign_out()
+                .user_pool_id(pool)
+                .username("alice")
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| format!("{e:?}")),
+            Revoke::AdminDisableUser => admin
+                .admin_disable_user()
+                .user_pool_id(pool)
+                .username("alice")
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| format!("{e:?}")),
+            Revoke::AdminDeleteUser => admin
+                .admin_delete_user()
+                .user_pool_id(pool)
+                .username("alice")
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| format!("{e:?}")),
+        }
+        .unwrap_or_else(|e| panic!("{how:?}: {e:?}"));
+    }
+}
