@@ -28,10 +28,11 @@ pub(crate) fn key(token: &[u8]) -> TokenKey {
 /// the cache by its hash (so it is byte for byte a token that passed [`parse`] before) or it goes
 /// through [`parse`], which refuses anything but one base64url JWT.
 #[inline]
-#[allow(dead_code)] // used by the middleware
 pub(crate) fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
     match value.split_at_checked(7) {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => Some(rest),
+        // HTTP trims trailing spaces: `Bearer ` arrives as a scheme with an empty token.
+        None if value.eq_ignore_ascii_case(b"bearer") => Some(&[]),
         _ => None,
     }
 }
@@ -316,7 +317,8 @@ mod tests {
         assert_eq!(strip_bearer(b"Bearer abc"), Some(&b"abc"[..]));
         assert_eq!(strip_bearer(b"bEARER abc"), Some(&b"abc"[..]));
         assert_eq!(strip_bearer(b"Basic abcdef"), None);
-        assert_eq!(strip_bearer(b"Bearer"), None);
+        assert_eq!(strip_bearer(b"Bearer"), Some(&b""[..]));
+        assert_eq!(strip_bearer(b"Bearer2"), None);
         assert_eq!(strip_bearer(b"Bearer  abc"), Some(&b" abc"[..]));
     }
 }

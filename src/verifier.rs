@@ -106,20 +106,26 @@ impl Verifier {
     /// # Errors
     /// As [`verify`](Self::verify).
     pub async fn verify_bytes(&self, token: &[u8]) -> Result<CognitoUser, VerifyError> {
+        self.verify_traced(token).await.0
+    }
+
+    /// As [`verify_bytes`](Self::verify_bytes), and whether a fresh cache entry answered.
+    #[inline]
+    pub(crate) async fn verify_traced(&self, token: &[u8]) -> (Result<CognitoUser, VerifyError>, bool) {
         let inner = &*self.0;
         if token.len() > inner.policy.max_len {
             inner.counters.reject(Rejection::TooLarge);
-            return Err(Rejection::TooLarge.into());
+            return (Err(Rejection::TooLarge.into()), false);
         }
         if !inner.caches.enabled() {
-            return Box::pin(self.verify_uncached(token)).await;
+            return (Box::pin(self.verify_uncached(token)).await, false);
         }
         let key = token::key(token);
         if let Some(entry) = inner.caches.fresh.get(&key).await {
             Counters::bump(&inner.counters.hits);
-            return Ok(entry.user);
+            return (Ok(entry.user), true);
         }
-        Box::pin(self.verify_miss(key, token)).await
+        (Box::pin(self.verify_miss(key, token)).await, false)
     }
 
     async fn verify_uncached(&self, token: &[u8]) -> Result<CognitoUser, VerifyError> {

@@ -1,6 +1,8 @@
 //! Shared set-up of the integration tests.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_cognito::testing::{Behaviour, Emulator, FakeCognito, TestPool, Tokens};

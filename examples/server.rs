@@ -1,0 +1,111 @@
+//! The example server: one open route, one protected route, one for admins.
+//!
+//! Configured only by the environment:
+//!
+//! | variable | meaning |
+//! | --- | --- |
+//! | `COGNITO_USER_POOL_ID` | the user pool, such as `eu-west-1_AbC123xyz` (required) |
+//! | `COGNITO_CLIENT_ID` | allowed app client ids, comma-separated (required) |
+//! | `COGNITO_CACHE_TTL_SECS` | cache TTL, the revocation delay (default 30; 0 disables) |
+//! | `AWS_REGION` | must match the pool id if set |
+//! | `AWS_ENDPOINT_URL` | an emulator's endpoint, such as `http://127.0.0.1:4566` |
+//! | `PORT` | port on 127.0.0.1 (default 8080) |
+//!
+//! No AWS credentials are read or needed.
+//!
+//! ```text
+//! cargo run --example server
+//! curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/me
+//! ```
+
+use std::time::Duration;
+
+use actix_cognito::{CognitoAuth, CognitoUser, Verifier};
+use actix_web::{web, App, HttpResponse, HttpServer, Responder};
+use serde_json::json;
+
+async fn health() -> impl Responder {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn me(user: CognitoUser) -> impl Responder {
+    HttpResponse::Ok().json(json!({
+        "username": user.username(),
+        "sub": user.sub(),
+        "attributes": user.attributes(),
+        "groups": user.groups(),
+        "scopes": user.scopes(),
+    }))
+}
+
+async fn admin(user: CognitoUser) -> impl Responder {
+    HttpResponse::Ok().json(json!({ "admin": user.username() }))
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn fail(message: impl std::fmt::Display) -> ! {
+    eprintln!("server: {message}");
+    std::process::exit(2);
+}
+
+/// Builds the verifier from the environment, or exits naming the variable to fix.
+fn verifier_from_env() -> Verifier {
+    let pool = env("COGNITO_USER_POOL_ID")
+        .unwrap_or_else(|| fail("set COGNITO_USER_POOL_ID to the user pool id, such as eu-west-1_AbC123xyz"));
+    let clients = env("COGNITO_CLIENT_ID")
+        .unwrap_or_else(|| fail("set COGNITO_CLIENT_ID to the app client id (comma-separate several)"));
+    let mut builder = Verifier::builder(pool).client_ids(clients.split(',').map(str::trim));
+    if let Some(ttl) = env("COGNITO_CACHE_TTL_SECS") {
+        let secs: u64 = ttl.parse().unwrap_or_else(|_| {
+            fail(format!(
+                "COGNITO_CACHE_TTL_SECS={ttl:?} is not a whole number of seconds"
+            ))
+        });
+        builder = builder.cache_ttl(Duration::from_secs(secs));
+    }
+    if let Some(region) = env("AWS_REGION") {
+        builder = builder.region(region);
+    }
+    builder.build().unwrap_or_else(|e| fail(e))
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let port: u16 = match env("PORT") {
+        Some(p) => p
+            .parse()
+            .unwrap_or_else(|_| fail(format!("PORT={p:?} is not a port number"))),
+        None => 8080,
+    };
+    // One verifier, built once: every worker and every wrapped scope shares its cache.
+    let verifier = verifier_from_env();
+    tracing::info!(pool = verifier.user_pool_id(), port, "listening on 127.0.0.1");
+    HttpServer::new(move || {
+        App::new()
+            .route("/health", web::get().to(health))
+            .service(
+                web::resource("/me")
+                    .wrap(CognitoAuth::new(verifier.clone()))
+                    .route(web::get().to(me)),
+            )
+            .service(
+                web::resource("/admin")
+                    .wrap(CognitoAuth::new(verifier.clone()).require_any_group(["admin"]))
+                    .route(web::get().to(admin)),
+            )
+    })
+    .bind(("127.0.0.1", port))?
+    .run()
+    .await
+}

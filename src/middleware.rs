@@ -1,0 +1,534 @@
+//! The Actix middleware: bearer token in, [`CognitoUser`] in the request's extensions out.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+
+use crate::error::{Rejection, Unavailable, VerifyError};
+use crate::token::strip_bearer;
+use crate::user::CognitoUser;
+use crate::verifier::Verifier;
+
+type ErrorHandler = Arc<dyn Fn(&AuthError, &HttpRequest) -> HttpResponse + Send + Sync>;
+
+/// Which groups or scopes a route demands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Requirement {
+    Any(Vec<String>),
+    All(Vec<String>),
+}
+
+impl Requirement {
+    fn met_by(&self, have: &[String]) -> bool {
+        let has = |want: &String| have.contains(want);
+        match self {
+            Requirement::Any(wants) => wants.iter().any(has),
+            Requirement::All(wants) => wants.iter().all(has),
+        }
+    }
+
+    fn names(&self) -> &[String] {
+        match self {
+            Requirement::Any(w) | Requirement::All(w) => w,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AuthConfig {
+    realm: Arc<str>,
+    optional: bool,
+    cookie: Option<String>,
+    header: Option<HeaderName>,
+    groups: Option<Requirement>,
+    scopes: Option<Requirement>,
+    error_handler: Option<ErrorHandler>,
+    /// The first configuration mistake, reported when the app starts.
+    mistake: Option<String>,
+}
+
+/// Middleware that lets a request through only with a Cognito access token that Cognito still
+/// accepts, and puts the [`CognitoUser`] in the request's extensions for the handlers.
+///
+/// Build the [`Verifier`] once, outside `HttpServer::new`, and give each worker a clone: all
+/// `CognitoAuth`s made from one verifier share its cache.
+///
+/// ```no_run
+/// use actix_cognito::{CognitoAuth, CognitoUser, Verifier};
+/// use actix_web::{web, App, HttpServer, Responder};
+///
+/// async fn me(user: CognitoUser) -> impl Responder {
+///     format!("hello {}", user.username())
+/// }
+///
+/// # #[actix_web::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let verifier = Verifier::builder("eu-west-1_AbC123xyz").client_id("4p1l2vq8example").build()?;
+/// HttpServer::new(move || {
+///     App::new()
+///         .service(web::scope("/api").wrap(CognitoAuth::new(verifier.clone())).route("/me", web::get().to(me)))
+///         .service(
+///             web::scope("/admin")
+///                 .wrap(CognitoAuth::new(verifier.clone()).require_any_group(["admin"]))
+///                 .route("", web::get().to(me)),
+///         )
+/// })
+/// .bind(("127.0.0.1", 8080))?
+/// .run()
+/// .await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Answers (RFC 6750)
+/// - no token: 401 with `WWW-Authenticate: Bearer realm="..."`;
+/// - more than one `Authorization` header: 400, `error="invalid_request"`;
+/// - a bad token: 401, `error="invalid_token"` and a short `error_description`;
+/// - a missing group or scope: 403, `error="insufficient_scope"`;
+/// - Cognito unavailable or throttling: 503 with `Retry-After`.
+///
+/// The body is JSON, `{"error": ..., "message": ...}`, unless an
+/// [`error_handler`](Self::error_handler) replaces it; the headers stay.
+///
+/// # Ordering
+/// Register CORS *after* this middleware (`.wrap(auth).wrap(cors)`): the last `wrap` runs first,
+/// so CORS then sees, and decorates, the 401s this middleware answers, and preflight `OPTIONS`
+/// requests are answered before authentication.
+#[derive(Clone)]
+#[must_use]
+pub struct CognitoAuth {
+    verifier: Verifier,
+    config: AuthConfig,
+}
+
+impl fmt::Debug for CognitoAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CognitoAuth")
+            .field("verifier", &self.verifier)
+            .field("realm", &self.config.realm)
+            .field("optional", &self.config.optional)
+            .field("groups", &self.config.groups)
+            .field("scopes", &self.config.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CognitoAuth {
+    /// Requires a valid token on every request, with realm `api`.
+    pub fn new(verifier: Verifier) -> Self {
+        CognitoAuth {
+            verifier,
+            config: AuthConfig {
+                realm: Arc::from("api"),
+                optional: false,
+                cookie: None,
+                header: None,
+                groups: None,
+                scopes: None,
+                error_handler: None,
+                mistake: None,
+            },
+        }
+    }
+
+    fn mistake(mut self, message: String) -> Self {
+        self.config.mistake.get_or_insert(message);
+        self
+    }
+
+    /// The realm named in `WWW-Authenticate` (default `api`). Printable ASCII without `"` or `\`.
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        let realm = realm.into();
+        if realm.is_empty()
+            || !realm
+                .bytes()
+                .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+        {
+            return self.mistake(format!(
+                "realm {realm:?} must be non-empty printable ASCII without '\"' or '\\'"
+            ));
+        }
+        self.config.realm = Arc::from(realm);
+        self
+    }
+
+    /// Lets requests without any token through as anonymous (handlers can take
+    /// `Option<CognitoUser>`). A request *with* a token must still present a good one.
+    pub fn optional(mut self) -> Self {
+        self.config.optional = true;
+        self
+    }
+
+    /// Also reads the token from this cookie when there is no `Authorization` header.
+    pub fn token_from_cookie(mut self, name: impl Into<String>) -> Self {
+        self.config.cookie = Some(name.into());
+        self
+    }
+
+    /// Also reads the token from this header (the bare token, no scheme) when there is no
+    /// `Authorization` header.
+    pub fn token_from_header(mut self, name: &str) -> Self {
+        match HeaderName::try_from(name) {
+            Ok(h) if h != header::AUTHORIZATION => self.config.header = Some(h),
+            _ => return self.mistake(format!("token_from_header: {name:?} is not a usable header name")),
+        }
+        self
+    }
+
+    fn require(self, kind: &'static str, wants: Vec<String>, all: bool) -> Self {
+        if wants.is_empty() || wants.iter().any(String::is_empty) {
+            return self.mistake(format!("require_*_{kind}: give at least one non-empty name"));
+        }
+        let req = if all {
+            Requirement::All(wants)
+        } else {
+            Requirement::Any(wants)
+        };
+        let mut this = self;
+        let slot = if kind == "groups" {
+            &mut this.config.groups
+        } else {
+            &mut this.config.scopes
+        };
+        if slot.is_some() {
+            return this.mistake(format!("require_*_{kind} was called twice"));
+        }
+        *slot = Some(req);
+        this
+    }
+
+    /// Requires the user to be in at least one of these groups (`cognito:groups`), else 403.
+    pub fn require_any_group<I: IntoIterator<Item = S>, S: Into<String>>(self, groups: I) -> Self {
+        self.require("groups", groups.into_iter().map(Into::into).collect(), false)
+    }
+
+    /// Requires the user to be in every one of these groups, else 403.
+    pub fn require_all_groups<I: IntoIterator<Item = S>, S: Into<String>>(self, groups: I) -> Self {
+        self.require("groups", groups.into_iter().map(Into::into).collect(), true)
+    }
+
+    /// Requires the token to carry at least one of these scopes, else 403.
+    pub fn require_any_scope<I: IntoIterator<Item = S>, S: Into<String>>(self, scopes: I) -> Self {
+        self.require("scopes", scopes.into_iter().map(Into::into).collect(), false)
+    }
+
+    /// Requires the token to carry every one of these scopes, else 403.
+    pub fn require_all_scopes<I: IntoIterator<Item = S>, S: Into<String>>(self, scopes: I) -> Self {
+        self.require("scopes", scopes.into_iter().map(Into::into).collect(), true)
+    }
+
+    /// Replaces the response to a refused request. The status and body are the handler's; the
+    /// `WWW-Authenticate` and `Retry-After` headers are added to whatever it returns.
+    pub fn error_handler<F>(mut self, handler: F) -> Self
+    where
+        F: Fn(&AuthError, &HttpRequest) -> HttpResponse + Send + Sync + 'static,
+    {
+        self.config.error_handler = Some(Arc::new(handler));
+        self
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for CognitoAuth
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Transform = CognitoAuthService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        if let Some(mistake) = &self.config.mistake {
+            tracing::error!("CognitoAuth is misconfigured: {mistake}");
+            return ready(Err(()));
+        }
+        ready(Ok(CognitoAuthService {
+            service: Rc::new(service),
+            verifier: self.verifier.clone(),
+            config: Rc::new(self.config.clone()),
+        }))
+    }
+}
+
+/// The service [`CognitoAuth`] wraps around the routes.
+#[doc(hidden)]
+pub struct CognitoAuthService<S> {
+    service: Rc<S>,
+    verifier: Verifier,
+    config: Rc<AuthConfig>,
+}
+
+/// What the middleware leaves in the request's extensions for the extractors.
+#[derive(Clone)]
+pub(crate) struct AuthState {
+    pub(crate) user: Option<CognitoUser>,
+    pub(crate) realm: Arc<str>,
+}
+
+impl<S, B> Service<ServiceRequest> for CognitoAuthService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let verifier = self.verifier.clone();
+        let config = Rc::clone(&self.config);
+        Box::pin(async move {
+            match authenticate(&verifier, &config, &req).await {
+                Ok(user) => {
+                    req.extensions_mut().insert(AuthState {
+                        user,
+                        realm: config.realm.clone(),
+                    });
+                    service.call(req).await.map(ServiceResponse::map_into_left_body)
+                }
+                Err(err) => {
+                    let response = match &config.error_handler {
+                        Some(handler) => {
+                            let mut response = handler(&err, req.request());
+                            err.add_headers(response.headers_mut());
+                            response
+                        }
+                        None => err.error_response(),
+                    };
+                    Ok(req.into_response(response).map_into_right_body())
+                }
+            }
+        })
+    }
+}
+
+/// The token of a request: `Authorization: Bearer`, else the configured cookie or header.
+fn find_token<'r>(
+    req: &'r ServiceRequest,
+    config: &AuthConfig,
+) -> Result<Option<Cow<'r, [u8]>>, AuthErrorKind> {
+    let mut values = req.headers().get_all(header::AUTHORIZATION);
+    match (values.next(), values.next()) {
+        (Some(_), Some(_)) => {
+            return Err(AuthErrorKind::InvalidRequest(
+                "more than one Authorization header",
+            ))
+        }
+        // A bearer token, possibly empty or followed by garbage: the verifier refuses those.
+        (Some(value), None) => {
+            if let Some(token) = strip_bearer(value.as_bytes()) {
+                return Ok(Some(Cow::Borrowed(token)));
+            }
+        }
+        (None, _) => {}
+    }
+    if let Some(name) = &config.header {
+        if let Some(value) = req.headers().get(name) {
+            return Ok(Some(Cow::Borrowed(value.as_bytes())));
+        }
+    }
+    if let Some(name) = &config.cookie {
+        if let Some(cookie) = req.cookie(name) {
+            return Ok(Some(Cow::Owned(cookie.value().as_bytes().to_vec())));
+        }
+    }
+    Ok(None)
+}
+
+async fn authenticate(
+    verifier: &Verifier,
+    config: &AuthConfig,
+    req: &ServiceRequest,
+) -> Result<Option<CognitoUser>, AuthError> {
+    let fail = |kind| AuthError {
+        kind,
+        realm: config.realm.clone(),
+        required_scopes: None,
+    };
+    let token = match find_token(req, config).map_err(fail)? {
+        Some(token) => token,
+        None if config.optional => return Ok(None),
+        None => return Err(fail(AuthErrorKind::MissingToken)),
+    };
+    let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
+    let (verdict, cache_hit) = verifier.verify_traced(&token).await;
+    if let Some(started) = started {
+        let outcome = match &verdict {
+            Ok(_) => "accepted",
+            Err(VerifyError::Rejected(r)) => r.as_str(),
+            Err(VerifyError::Unavailable(u)) => u.kind().as_str(),
+        };
+        tracing::debug!(
+            target: "actix_cognito",
+            outcome,
+            cache_hit,
+            latency_us = started.elapsed().as_micros() as u64,
+            "verified an access token"
+        );
+    }
+    let user = verdict.map_err(|e| match e {
+        VerifyError::Rejected(r) => fail(AuthErrorKind::InvalidToken(r)),
+        VerifyError::Unavailable(u) => fail(AuthErrorKind::Unavailable(u)),
+    })?;
+    if let Some(groups) = &config.groups {
+        if !groups.met_by(user.groups()) {
+            return Err(fail(AuthErrorKind::InsufficientScope));
+        }
+    }
+    if let Some(scopes) = &config.scopes {
+        if !scopes.met_by(user.scopes()) {
+            let mut err = fail(AuthErrorKind::InsufficientScope);
+            err.required_scopes = Some(scopes.names().join(" "));
+            return Err(err);
+        }
+    }
+    Ok(Some(user))
+}
+
+/// A refused request, and the answer it gets.
+#[derive(Debug)]
+pub struct AuthError {
+    kind: AuthErrorKind,
+    realm: Arc<str>,
+    required_scopes: Option<String>,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthErrorKind {
+    /// No token was presented (401, no error code).
+    MissingToken,
+    /// The request is malformed, such as carrying two `Authorization` headers (400).
+    InvalidRequest(&'static str),
+    /// The token was refused (401, `invalid_token`).
+    InvalidToken(Rejection),
+    /// The user lacks a required group or scope (403, `insufficient_scope`).
+    InsufficientScope,
+    /// Cognito could not be asked (503, `Retry-After`).
+    Unavailable(Unavailable),
+    /// A `CognitoUser` extractor ran on a route without the middleware (500): a wiring mistake.
+    MiddlewareMissing,
+}
+
+impl AuthError {
+    pub(crate) fn new(kind: AuthErrorKind, realm: Arc<str>) -> Self {
+        AuthError {
+            kind,
+            realm,
+            required_scopes: None,
+        }
+    }
+
+    /// Why the request was refused.
+    pub fn kind(&self) -> &AuthErrorKind {
+        &self.kind
+    }
+
+    /// The RFC 6750 error code, or another short code where RFC 6750 has none.
+    pub fn code(&self) -> &'static str {
+        match &self.kind {
+            AuthErrorKind::MissingToken => "unauthorized",
+            AuthErrorKind::InvalidRequest(_) => "invalid_request",
+            AuthErrorKind::InvalidToken(_) => "invalid_token",
+            AuthErrorKind::InsufficientScope => "insufficient_scope",
+            AuthErrorKind::Unavailable(_) => "temporarily_unavailable",
+            AuthErrorKind::MiddlewareMissing => "server_error",
+        }
+    }
+
+    /// A short message safe to show the client.
+    pub fn message(&self) -> &'static str {
+        match &self.kind {
+            AuthErrorKind::MissingToken => "an access token is required",
+            AuthErrorKind::InvalidRequest(why) => why,
+            AuthErrorKind::InvalidToken(r) => r.description(),
+            AuthErrorKind::InsufficientScope => "the access token does not grant access to this resource",
+            AuthErrorKind::Unavailable(_) => "authentication is temporarily unavailable, try again later",
+            AuthErrorKind::MiddlewareMissing => "authentication is not configured for this route",
+        }
+    }
+
+    /// The `WWW-Authenticate` and `Retry-After` headers of the answer.
+    pub fn add_headers(&self, headers: &mut HeaderMap) {
+        let mut challenge = format!("Bearer realm=\"{}\"", self.realm);
+        match &self.kind {
+            AuthErrorKind::MissingToken => {}
+            AuthErrorKind::InvalidRequest(_)
+            | AuthErrorKind::InvalidToken(_)
+            | AuthErrorKind::InsufficientScope => {
+                challenge.push_str(&format!(
+                    ", error=\"{}\", error_description=\"{}\"",
+                    self.code(),
+                    self.message()
+                ));
+                if let Some(scopes) = &self.required_scopes {
+                    challenge.push_str(&format!(", scope=\"{scopes}\""));
+                }
+            }
+            AuthErrorKind::Unavailable(u) => {
+                let secs = u.retry_after().as_secs().max(1);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                return;
+            }
+            AuthErrorKind::MiddlewareMissing => return,
+        }
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            headers.insert(header::WWW_AUTHENTICATE, value);
+        }
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            AuthErrorKind::InvalidToken(r) => write!(f, "invalid_token: {r}"),
+            AuthErrorKind::Unavailable(u) => write!(f, "temporarily_unavailable: {u}"),
+            AuthErrorKind::MiddlewareMissing => f.write_str(
+                "a CognitoUser extractor ran on a route that the CognitoAuth middleware does not wrap: \
+                 add `.wrap(CognitoAuth::new(verifier))` to the app, scope or resource",
+            ),
+            _ => write!(f, "{}: {}", self.code(), self.message()),
+        }
+    }
+}
+
+impl ResponseError for AuthError {
+    fn status_code(&self) -> StatusCode {
+        match &self.kind {
+            AuthErrorKind::MissingToken | AuthErrorKind::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            AuthErrorKind::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            AuthErrorKind::InsufficientScope => StatusCode::FORBIDDEN,
+            AuthErrorKind::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AuthErrorKind::MiddlewareMissing => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        match &self.kind {
+            AuthErrorKind::MiddlewareMissing => tracing::error!("{self}"),
+            AuthErrorKind::Unavailable(_) => {}
+            _ => tracing::debug!(code = self.code(), reason = %self, "request refused"),
+        }
+        let body = serde_json::json!({ "error": self.code(), "message": self.message() });
+        let mut response = HttpResponse::build(self.status_code())
+            .content_type("application/json")
+            .body(body.to_string());
+        self.add_headers(response.headers_mut());
+        response
+    }
+}
