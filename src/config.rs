@@ -276,6 +276,9 @@ impl VerifierBuilder {
                 self.user_pool_id
             ),
         ];
+        if let Some(endpoint) = &endpoint {
+            issuers.extend(emulator_issuers(endpoint, &self.user_pool_id));
+        }
         issuers.extend(self.extra_issuers);
 
         Ok(Verifier::from_settings(Settings {
@@ -331,6 +334,25 @@ fn checked_endpoint(url: String, source_name: &'static str) -> Result<String, Co
             source_name,
         }),
     }
+}
+
+/// Issuers that emulators put in their tokens: the endpoint itself, and LocalStack's
+/// `http://localhost.localstack.cloud:{port}/{pool}`. Trusted only with an endpoint override,
+/// whose answers are trusted anyway; the pool id must still match.
+fn emulator_issuers(endpoint: &str, pool: &str) -> Vec<String> {
+    let base = endpoint.trim_end_matches('/');
+    let authority = base.split_once("://").map_or(base, |(_, rest)| rest);
+    let authority = authority.split('/').next().unwrap_or(authority);
+    let port = authority
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or("4566");
+    vec![
+        format!("{base}/{pool}"),
+        format!("http://localhost.localstack.cloud:{port}/{pool}"),
+        format!("https://localhost.localstack.cloud:{port}/{pool}"),
+    ]
 }
 
 fn endpoint_from_env() -> Result<Option<String>, ConfigError> {
@@ -429,6 +451,22 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_override_also_accepts_the_emulator_issuers() {
+        let v = builder("us-east-1_Abc")
+            .endpoint_url("http://127.0.0.1:4566/")
+            .build()
+            .unwrap();
+        assert_eq!(
+            &v.issuers()[2..],
+            [
+                "http://127.0.0.1:4566/us-east-1_Abc",
+                "http://localhost.localstack.cloud:4566/us-east-1_Abc",
+                "https://localhost.localstack.cloud:4566/us-east-1_Abc",
+            ]
+        );
     }
 
     #[tokio::test]

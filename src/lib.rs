@@ -29,3 +29,7 @@ pub use error::{ConfigError, Rejection, Unavailable, UnavailableKind, VerifyErro
 pub use middleware::{AuthError, AuthErrorKind, CognitoAuth};
 pub use user::CognitoUser;
 pub use verifier::Verifier;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

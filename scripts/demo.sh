@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The demo: starts the Cognito emulator, seeds a pool with two users, starts the example server
+# against it and shows curl lines that work. The server keeps running until Ctrl-C; with
+# DEMO_EXIT=1 the script stops everything after the curl lines.
+#
+#   PORT   the example server's port (default 8080)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+port="${PORT:-8080}"
+run=localstack/.run
+before="$(cat "$run/moto.pid" 2>/dev/null || true)"
+endpoint="$(./localstack/start.sh | tail -n 1)"
+after="$(cat "$run/moto.pid" 2>/dev/null || true)"
+export AWS_ENDPOINT_URL="$endpoint"
+
+echo "building the examples..." >&2
+cargo build --quiet --features test-util --example seed --example server
+
+mkdir -p "$run"
+umask 077
+target/debug/examples/seed >"$run/demo.env"
+set -a
+# shellcheck disable=SC1091
+. "$run/demo.env"
+set +a
+printf '%s' "$ALICE_TOKEN" >"$run/alice.token"
+printf '%s' "$ADMIN_TOKEN" >"$run/admin.token"
+
+cleanup() {
+    kill "$server" 2>/dev/null || true
+    if [ -n "$after" ] && [ "$after" != "$before" ]; then
+        ./localstack/stop.sh 2>/dev/null || true
+    fi
+}
+PORT="$port" COGNITO_CACHE_TTL_SECS=10 target/debug/examples/server &
+server=$!
+trap cleanup EXIT
+
+for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
+    kill -0 "$server" 2>/dev/null || { echo "the example server exited" >&2; exit 1; }
+    sleep 0.1
+done
+
+show() {
+    echo
+    echo "\$ $1"
+    eval "$1"
+    echo
+}
+echo
+echo "pool $COGNITO_USER_POOL_ID, app client $COGNITO_CLIENT_ID, emulator $AWS_ENDPOINT_URL"
+show "curl -s -H \"Authorization: Bearer \$(cat $run/alice.token)\" http://127.0.0.1:$port/me"
+show "curl -s -i http://127.0.0.1:$port/me"
+show "curl -s -i -H \"Authorization: Bearer \$(cat $run/alice.token)\" http://127.0.0.1:$port/admin"
+show "curl -s -H \"Authorization: Bearer \$(cat $run/admin.token)\" http://127.0.0.1:$port/admin"
+
+if [ -n "${DEMO_EXIT:-}" ]; then
+    exit 0
+fi
+echo "The server runs on http://127.0.0.1:$port until Ctrl-C; the lines above work in another shell."
+wait "$server"
