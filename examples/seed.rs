@@ -27,8 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         ],
     )
     .await?;
-    pool.create_user("root", PASSWORD, &[("email", "root@example.com")])
-        .await?;
+    pool.create_user("root", PASSWORD, &[("email", "root@example.com")]).await?;
     pool.add_to_group("root", "admin").await?;
     let alice = pool.sign_in(&pool.client_id, "alice", PASSWORD).await?;
     let root = pool.sign_in(&pool.client_id, "root", PASSWORD).await?;

@@ -43,10 +43,7 @@ async fn admin(user: CognitoUser) -> impl Responder {
 }
 
 fn env(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 fn fail(message: impl std::fmt::Display) -> ! {
@@ -63,9 +60,7 @@ fn verifier_from_env() -> Verifier {
     let mut builder = Verifier::builder(pool).client_ids(clients.split(',').map(str::trim));
     if let Some(ttl) = env("COGNITO_CACHE_TTL_SECS") {
         let secs: u64 = ttl.parse().unwrap_or_else(|_| {
-            fail(format!(
-                "COGNITO_CACHE_TTL_SECS={ttl:?} is not a whole number of seconds"
-            ))
+            fail(format!("COGNITO_CACHE_TTL_SECS={ttl:?} is not a whole number of seconds"))
         });
         builder = builder.cache_ttl(Duration::from_secs(secs));
     }
@@ -83,9 +78,7 @@ async fn main() -> std::io::Result<()> {
         )
         .init();
     let port: u16 = match env("PORT") {
-        Some(p) => p
-            .parse()
-            .unwrap_or_else(|_| fail(format!("PORT={p:?} is not a port number"))),
+        Some(p) => p.parse().unwrap_or_else(|_| fail(format!("PORT={p:?} is not a port number"))),
         None => 8080,
     };
     // One verifier, built once: every worker and every wrapped scope shares its cache.
@@ -94,11 +87,7 @@ async fn main() -> std::io::Result<()> {
     HttpServer::new(move || {
         App::new()
             .route("/health", web::get().to(health))
-            .service(
-                web::resource("/me")
-                    .wrap(CognitoAuth::new(verifier.clone()))
-                    .route(web::get().to(me)),
-            )
+            .service(web::resource("/me").wrap(CognitoAuth::new(verifier.clone())).route(web::get().to(me)))
             .service(
                 web::resource("/admin")
                     .wrap(CognitoAuth::new(verifier.clone()).require_any_group(["admin"]))

@@ -17,9 +17,10 @@ export AWS_ENDPOINT_URL="$endpoint"
 echo "building the examples..." >&2
 cargo build --quiet --features test-util --example seed --example server
 
+bin="${CARGO_TARGET_DIR:-target}/debug/examples"
 mkdir -p "$run"
 umask 077
-target/debug/examples/seed >"$run/demo.env"
+"$bin/seed" >"$run/demo.env"
 set -a
 # shellcheck disable=SC1091
 . "$run/demo.env"
@@ -33,7 +34,7 @@ cleanup() {
         ./localstack/stop.sh 2>/dev/null || true
     fi
 }
-PORT="$port" COGNITO_CACHE_TTL_SECS=10 target/debug/examples/server &
+PORT="$port" COGNITO_CACHE_TTL_SECS=10 "$bin/server" &
 server=$!
 trap cleanup EXIT
 

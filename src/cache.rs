@@ -8,7 +8,7 @@ use moka::Expiry;
 
 use crate::error::Rejection;
 use crate::token::TokenKey;
-use crate::user::CognitoUser;
+use crate::user::Principal;
 
 #[derive(Debug, Clone)]
 pub(crate) struct CacheSettings {
@@ -34,7 +34,7 @@ impl Default for CacheSettings {
 /// A positive verdict and the instant until which it may be served.
 #[derive(Clone)]
 pub(crate) struct Entry {
-    pub(crate) user: CognitoUser,
+    pub(crate) principal: Principal,
     pub(crate) until: Instant,
 }
 
@@ -79,12 +79,7 @@ impl Caches {
                 .build()
         });
         let stale = settings.stale_grace.map(|_| positive(settings.capacity));
-        Caches {
-            fresh: positive(settings.capacity),
-            negative,
-            stale,
-            settings,
-        }
+        Caches { fresh: positive(settings.capacity), negative, stale, settings }
     }
 
     pub(crate) fn enabled(&self) -> bool {
@@ -146,10 +141,7 @@ pub struct Stats {
 impl Stats {
     /// How many requests were rejected for `reason`.
     pub fn rejected(&self, reason: Rejection) -> u64 {
-        self.rejections
-            .iter()
-            .find(|(r, _)| *r == reason)
-            .map_or(0, |(_, n)| *n)
+        self.rejections.iter().find(|(r, _)| *r == reason).map_or(0, |(_, n)| *n)
     }
 
     /// All rejections, whatever the reason.

@@ -60,25 +60,16 @@ impl Cognito {
         if let Some(endpoint) = &s.endpoint {
             conf = conf.endpoint_url(endpoint.clone());
         }
-        Cognito {
-            client: Client::from_conf(conf.build()),
-            retry_after: s.retry_after,
-        }
+        Cognito { client: Client::from_conf(conf.build()), retry_after: s.retry_after }
     }
 
     /// Asks Cognito whether the token is still good, and whose it is.
     pub(crate) async fn get_user(&self, token: &str) -> Result<GetUserAnswer, VerifyError> {
         match self.client.get_user().access_token(token).send().await {
             Ok(out) => {
-                let attributes = out
-                    .user_attributes
-                    .into_iter()
-                    .filter_map(|a| Some((a.name, a.value?)))
-                    .collect();
-                Ok(GetUserAnswer {
-                    username: out.username,
-                    attributes,
-                })
+                let attributes =
+                    out.user_attributes.into_iter().filter_map(|a| Some((a.name, a.value?))).collect();
+                Ok(GetUserAnswer { username: out.username, attributes })
             }
             Err(err) => Err(classify(&err, self.retry_after)),
         }
@@ -138,11 +129,7 @@ pub(crate) fn classify(err: &SdkError<GetUserError>, retry_after: Duration) -> V
             unavailable(UnavailableKind::Timeout)
         }
         SdkError::DispatchFailure(d) => {
-            let kind = if d.is_timeout() {
-                UnavailableKind::Timeout
-            } else {
-                UnavailableKind::Connection
-            };
+            let kind = if d.is_timeout() { UnavailableKind::Timeout } else { UnavailableKind::Connection };
             tracing::warn!(kind = kind.as_str(), "Cognito GetUser could not be sent");
             unavailable(kind)
         }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::cache::CacheSettings;
 use crate::cognito::CallSettings;
 use crate::error::ConfigError;
+use crate::jwks::JwksSettings;
 use crate::token::ClaimPolicy;
 use crate::verifier::Verifier;
 
@@ -28,6 +29,9 @@ pub struct VerifierBuilder {
     max_attempts: u32,
     retry_after: Duration,
     cache: CacheSettings,
+    signature_check: bool,
+    jwks_url: Option<String>,
+    jwks_refresh_interval: Duration,
 }
 
 /// The parts a built verifier is made of.
@@ -37,6 +41,7 @@ pub(crate) struct Settings {
     pub(crate) policy: ClaimPolicy,
     pub(crate) call: CallSettings,
     pub(crate) cache: CacheSettings,
+    pub(crate) jwks: Option<JwksSettings>,
 }
 
 impl VerifierBuilder {
@@ -56,6 +61,9 @@ impl VerifierBuilder {
             max_attempts: 2,
             retry_after: Duration::from_secs(1),
             cache: CacheSettings::default(),
+            signature_check: true,
+            jwks_url: None,
+            jwks_refresh_interval: Duration::from_secs(60),
         }
     }
 
@@ -186,6 +194,39 @@ impl VerifierBuilder {
         self
     }
 
+    /// Whether to verify each token's RS256 signature against the pool's JWKS before asking
+    /// Cognito (default `true`). With it, a forged token costs no `GetUser` call; without it, any
+    /// token with the right claims does (and machine tokens cannot be accepted at all).
+    pub fn signature_check(mut self, on: bool) -> Self {
+        self.signature_check = on;
+        self
+    }
+
+    /// Fetches the keys from this URL. By default `{issuer}/.well-known/jwks.json`, or with an
+    /// endpoint override `{endpoint}/{pool}/.well-known/jwks.json`, where emulators serve it.
+    pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
+        self.jwks_url = Some(url.into());
+        self
+    }
+
+    /// The least time between two JWKS fetches caused by unknown key ids (default 60 s): a
+    /// flood of tokens with made-up `kid`s costs at most one fetch per interval.
+    pub fn jwks_refresh_interval(mut self, interval: Duration) -> Self {
+        self.jwks_refresh_interval = interval;
+        self
+    }
+
+    /// Builds the verifier and fetches the pool's signing keys before returning, so that a
+    /// wrong pool id, endpoint or network fails at start-up.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build), and [`ConfigError::Jwks`] when the keys cannot be fetched.
+    pub async fn build_hydrated(self) -> Result<Verifier, ConfigError> {
+        let verifier = self.build()?;
+        verifier.hydrate().await.map_err(ConfigError::Jwks)?;
+        Ok(verifier)
+    }
+
     /// Checks every setting and builds the verifier.
     ///
     /// Reads the endpoint from the environment unless one was set (see
@@ -226,21 +267,13 @@ impl VerifierBuilder {
                 Err(ConfigError::InvalidSetting { setting, reason })
             }
         };
-        range(
-            self.leeway <= Duration::from_secs(300),
-            "leeway",
-            "at most 5 minutes",
-        )?;
+        range(self.leeway <= Duration::from_secs(300), "leeway", "at most 5 minutes")?;
         range(
             (64..=64 * 1024).contains(&self.max_token_bytes),
             "max_token_bytes",
             "between 64 bytes and 64 KiB",
         )?;
-        range(
-            (1..=5).contains(&self.max_attempts),
-            "max_attempts",
-            "between 1 and 5",
-        )?;
+        range((1..=5).contains(&self.max_attempts), "max_attempts", "between 1 and 5")?;
         for (setting, t) in [
             ("connect_timeout", self.connect_timeout),
             ("attempt_timeout", self.attempt_timeout),
@@ -258,28 +291,32 @@ impl VerifierBuilder {
             "at least 1 s (Retry-After counts whole seconds)",
         )?;
         range(self.cache.capacity > 0, "cache_capacity", "at least 1")?;
-        range(
-            self.cache.negative_capacity > 0,
-            "negative_capacity",
-            "at least 1",
-        )?;
+        range(self.cache.negative_capacity > 0, "negative_capacity", "at least 1")?;
 
-        let suffix = if pool_region.starts_with("cn-") {
-            "amazonaws.com.cn"
-        } else {
-            "amazonaws.com"
-        };
+        let suffix = if pool_region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
         let mut issuers = vec![
             format!("https://cognito-idp.{pool_region}.{suffix}/{}", self.user_pool_id),
-            format!(
-                "https://issuer-cognito-idp.{pool_region}.{suffix}/{}",
-                self.user_pool_id
-            ),
+            format!("https://issuer-cognito-idp.{pool_region}.{suffix}/{}", self.user_pool_id),
         ];
         if let Some(endpoint) = &endpoint {
             issuers.extend(emulator_issuers(endpoint, &self.user_pool_id));
         }
         issuers.extend(self.extra_issuers);
+
+        let jwks_url = match (self.jwks_url, &endpoint) {
+            (Some(url), _) => checked_endpoint(url, "jwks_url()")?,
+            (None, Some(endpoint)) => {
+                format!("{}/{}/.well-known/jwks.json", endpoint.trim_end_matches('/'), self.user_pool_id)
+            }
+            (None, None) => format!("{}/.well-known/jwks.json", issuers[0]),
+        };
+        range(self.jwks_refresh_interval >= Duration::from_secs(1), "jwks_refresh_interval", "at least 1 s")?;
+        let jwks = self.signature_check.then(|| JwksSettings {
+            url: jwks_url,
+            refresh_interval: self.jwks_refresh_interval,
+            timeout: self.operation_timeout,
+            retry_after: self.retry_after,
+        });
 
         Ok(Verifier::from_settings(Settings {
             policy: ClaimPolicy {
@@ -298,6 +335,7 @@ impl VerifierBuilder {
                 retry_after: self.retry_after,
             },
             cache: self.cache,
+            jwks,
             user_pool_id: self.user_pool_id,
             region: pool_region,
         }))
@@ -308,9 +346,7 @@ impl VerifierBuilder {
 fn pool_region(pool_id: &str) -> Option<&str> {
     let (region, id) = pool_id.split_once('_')?;
     let region_ok = region.split('-').count() >= 3
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && region.ends_with(|c: char| c.is_ascii_digit())
         && !region.contains("--");
     let id_ok = !id.is_empty() && pool_id.len() <= 55 && id.bytes().all(|b| b.is_ascii_alphanumeric());
@@ -322,17 +358,12 @@ fn valid_client_id(id: &str) -> bool {
 }
 
 fn checked_endpoint(url: String, source_name: &'static str) -> Result<String, ConfigError> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"));
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
     match rest {
         Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace) => {
             Ok(url)
         }
-        _ => Err(ConfigError::InvalidEndpoint {
-            value: url,
-            source_name,
-        }),
+        _ => Err(ConfigError::InvalidEndpoint { value: url, source_name }),
     }
 }
 
@@ -373,19 +404,14 @@ mod tests {
     use super::*;
 
     fn builder(pool: &str) -> VerifierBuilder {
-        VerifierBuilder::new(pool)
-            .client_id("abc123")
-            .endpoint_from_env(false)
+        VerifierBuilder::new(pool).client_id("abc123").endpoint_from_env(false)
     }
 
     #[test]
     fn pool_ids_are_checked() {
         assert_eq!(pool_region("eu-west-1_AbC123"), Some("eu-west-1"));
         assert_eq!(pool_region("us-gov-west-1_x9"), Some("us-gov-west-1"));
-        assert_eq!(
-            pool_region("us-east-1_1979848ff3a644f1a2b879f56df40739"),
-            Some("us-east-1")
-        );
+        assert_eq!(pool_region("us-east-1_1979848ff3a644f1a2b879f56df40739"), Some("us-east-1"));
         for bad in [
             "",
             "eu-west-1",
@@ -417,9 +443,7 @@ mod tests {
 
     #[tokio::test]
     async fn client_ids_are_required_and_checked() {
-        let no_client = VerifierBuilder::new("eu-west-1_Abc")
-            .endpoint_from_env(false)
-            .build();
+        let no_client = VerifierBuilder::new("eu-west-1_Abc").endpoint_from_env(false).build();
         assert_eq!(no_client.unwrap_err(), ConfigError::NoClientIds);
         let bad = builder("eu-west-1_Abc").client_id("").build().unwrap_err();
         assert_eq!(bad, ConfigError::InvalidClientId(String::new()));
@@ -427,38 +451,17 @@ mod tests {
 
     #[tokio::test]
     async fn endpoints_and_ranges_are_checked() {
-        let err = builder("eu-west-1_Abc")
-            .endpoint_url("localhost:4566")
-            .build()
-            .unwrap_err();
+        let err = builder("eu-west-1_Abc").endpoint_url("localhost:4566").build().unwrap_err();
         assert!(matches!(err, ConfigError::InvalidEndpoint { .. }), "{err}");
         let err = builder("eu-west-1_Abc").max_attempts(0).build().unwrap_err();
-        assert!(matches!(
-            err,
-            ConfigError::InvalidSetting {
-                setting: "max_attempts",
-                ..
-            }
-        ));
-        let err = builder("eu-west-1_Abc")
-            .operation_timeout(Duration::ZERO)
-            .build()
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            ConfigError::InvalidSetting {
-                setting: "operation_timeout",
-                ..
-            }
-        ));
+        assert!(matches!(err, ConfigError::InvalidSetting { setting: "max_attempts", .. }));
+        let err = builder("eu-west-1_Abc").operation_timeout(Duration::ZERO).build().unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidSetting { setting: "operation_timeout", .. }));
     }
 
     #[tokio::test]
     async fn an_endpoint_override_also_accepts_the_emulator_issuers() {
-        let v = builder("us-east-1_Abc")
-            .endpoint_url("http://127.0.0.1:4566/")
-            .build()
-            .unwrap();
+        let v = builder("us-east-1_Abc").endpoint_url("http://127.0.0.1:4566/").build().unwrap();
         assert_eq!(
             &v.issuers()[2..],
             [

@@ -43,6 +43,9 @@ pub enum ConfigError {
         /// Where it came from: the builder or an environment variable.
         source_name: &'static str,
     },
+    /// The pool's signing keys could not be fetched at start-up.
+    #[error("{0}: check the user pool id, the endpoint and the network, or call `.build()` to fetch the keys lazily")]
+    Jwks(String),
     /// A numeric setting is out of range.
     #[error("setting `{setting}` is out of range: {reason}")]
     InvalidSetting {
@@ -106,6 +109,10 @@ pub enum Rejection {
     Malformed,
     /// The header names an algorithm other than RS256, the only one Cognito uses.
     UnsupportedAlgorithm,
+    /// The signature does not verify with the pool's key.
+    BadSignature,
+    /// The header names no key, or a key the pool's JWKS does not hold.
+    UnknownKey,
     /// `token_use` is not `access` (an ID token, say).
     NotAccessToken,
     /// `iss` is not the configured user pool.
@@ -132,11 +139,13 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every rejection, in declaration order.
-    pub const ALL: [Rejection; 14] = [
+    pub const ALL: [Rejection; 16] = [
         Rejection::Missing,
         Rejection::TooLarge,
         Rejection::Malformed,
         Rejection::UnsupportedAlgorithm,
+        Rejection::BadSignature,
+        Rejection::UnknownKey,
         Rejection::NotAccessToken,
         Rejection::WrongIssuer,
         Rejection::WrongClient,
@@ -156,6 +165,8 @@ impl Rejection {
             Rejection::TooLarge => "too_large",
             Rejection::Malformed => "malformed",
             Rejection::UnsupportedAlgorithm => "unsupported_algorithm",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::UnknownKey => "unknown_key",
             Rejection::NotAccessToken => "not_access_token",
             Rejection::WrongIssuer => "wrong_issuer",
             Rejection::WrongClient => "wrong_client",
@@ -186,6 +197,7 @@ impl Rejection {
             Rejection::Missing => "no access token",
             Rejection::TooLarge => "the access token is too large",
             Rejection::Malformed | Rejection::UnsupportedAlgorithm => "the access token is malformed",
+            Rejection::BadSignature | Rejection::UnknownKey => "the access token signature is invalid",
             Rejection::NotAccessToken => "not an access token",
             Rejection::WrongIssuer | Rejection::WrongClient => {
                 "the access token was issued for another application"
@@ -235,12 +247,7 @@ impl Unavailable {
 
 impl fmt::Display for Unavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (retry after {}s)",
-            self.kind.as_str(),
-            self.retry_after.as_secs()
-        )
+        write!(f, "{} (retry after {}s)", self.kind.as_str(), self.retry_after.as_secs())
     }
 }
 

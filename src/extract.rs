@@ -1,4 +1,4 @@
-//! Handlers take the user as an argument.
+//! Handlers take the user (or the machine, or either) as an argument.
 
 use std::future::{ready, Ready};
 use std::sync::Arc;
@@ -7,24 +7,64 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 
 use crate::middleware::{AuthError, AuthErrorKind, AuthState};
-use crate::user::CognitoUser;
+use crate::user::{CognitoUser, MachineClient, Principal};
+
+/// The principal the middleware left, or why there is none.
+fn principal(req: &HttpRequest) -> Result<Principal, AuthError> {
+    match req.extensions().get::<AuthState>() {
+        Some(AuthState { principal: Some(p), .. }) => Ok(p.clone()),
+        Some(AuthState { principal: None, realm }) => {
+            Err(AuthError::new(AuthErrorKind::MissingToken, realm.clone()))
+        }
+        None => Err(AuthError::new(AuthErrorKind::MiddlewareMissing, Arc::from("api"))),
+    }
+}
+
+fn wrong_kind(req: &HttpRequest) -> AuthError {
+    let realm = req.extensions().get::<AuthState>().map_or_else(|| Arc::from("api"), |s| s.realm.clone());
+    AuthError::new(AuthErrorKind::InsufficientScope, realm)
+}
 
 /// The user the [`CognitoAuth`](crate::CognitoAuth) middleware verified.
 ///
 /// Without a user (an anonymous request in optional mode) the extractor answers 401; take
-/// `Option<CognitoUser>` to accept anonymous requests. On a route the middleware does not
-/// wrap, it answers 500 and logs the wiring mistake.
+/// `Option<CognitoUser>` to accept anonymous requests. A machine token (on a route that allows
+/// them) gets 403. On a route the middleware does not wrap, it answers 500 and logs the wiring
+/// mistake; note that `Option<CognitoUser>` turns that mistake into `None`.
 impl FromRequest for CognitoUser {
     type Error = AuthError;
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(match req.extensions().get::<AuthState>() {
-            Some(AuthState { user: Some(user), .. }) => Ok(user.clone()),
-            Some(AuthState { user: None, realm }) => {
-                Err(AuthError::new(AuthErrorKind::MissingToken, realm.clone()))
-            }
-            None => Err(AuthError::new(AuthErrorKind::MiddlewareMissing, Arc::from("api"))),
+        ready(match principal(req) {
+            Ok(Principal::User(user)) => Ok(user),
+            Ok(Principal::Machine(_)) => Err(wrong_kind(req)),
+            Err(e) => Err(e),
         })
+    }
+}
+
+/// The machine client a [`CognitoAuth`](crate::CognitoAuth) with
+/// [`allow_machine_tokens`](crate::CognitoAuth::allow_machine_tokens) verified; a user gets 403.
+impl FromRequest for MachineClient {
+    type Error = AuthError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(match principal(req) {
+            Ok(Principal::Machine(m)) => Ok(m),
+            Ok(Principal::User(_)) => Err(wrong_kind(req)),
+            Err(e) => Err(e),
+        })
+    }
+}
+
+/// Whoever the middleware verified: a user or a machine.
+impl FromRequest for Principal {
+    type Error = AuthError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(principal(req))
     }
 }

@@ -15,6 +15,7 @@ mod cognito;
 mod config;
 mod error;
 mod extract;
+mod jwks;
 mod middleware;
 mod token;
 mod user;
@@ -27,7 +28,7 @@ pub use cache::Stats;
 pub use config::VerifierBuilder;
 pub use error::{ConfigError, Rejection, Unavailable, UnavailableKind, VerifyError};
 pub use middleware::{AuthError, AuthErrorKind, CognitoAuth};
-pub use user::CognitoUser;
+pub use user::{CognitoUser, MachineClient, Principal};
 pub use verifier::Verifier;
 
 #[cfg(doctest)]

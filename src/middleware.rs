@@ -1,4 +1,4 @@
-//! The Actix middleware: bearer token in, [`CognitoUser`] in the request's extensions out.
+//! The Actix middleware: bearer token in, [`CognitoUser`](crate::CognitoUser) in the request's extensions out.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -16,7 +16,7 @@ use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
 use crate::error::{Rejection, Unavailable, VerifyError};
 use crate::token::strip_bearer;
-use crate::user::CognitoUser;
+use crate::user::Principal;
 use crate::verifier::Verifier;
 
 type ErrorHandler = Arc<dyn Fn(&AuthError, &HttpRequest) -> HttpResponse + Send + Sync>;
@@ -48,6 +48,7 @@ impl Requirement {
 struct AuthConfig {
     realm: Arc<str>,
     optional: bool,
+    machines: bool,
     cookie: Option<String>,
     header: Option<HeaderName>,
     groups: Option<Requirement>,
@@ -58,7 +59,7 @@ struct AuthConfig {
 }
 
 /// Middleware that lets a request through only with a Cognito access token that Cognito still
-/// accepts, and puts the [`CognitoUser`] in the request's extensions for the handlers.
+/// accepts, and puts the [`CognitoUser`](crate::CognitoUser) in the request's extensions for the handlers.
 ///
 /// Build the [`Verifier`] once, outside `HttpServer::new`, and give each worker a clone: all
 /// `CognitoAuth`s made from one verifier share its cache.
@@ -130,6 +131,7 @@ impl CognitoAuth {
             config: AuthConfig {
                 realm: Arc::from("api"),
                 optional: false,
+                machines: false,
                 cookie: None,
                 header: None,
                 groups: None,
@@ -148,14 +150,9 @@ impl CognitoAuth {
     /// The realm named in `WWW-Authenticate` (default `api`). Printable ASCII without `"` or `\`.
     pub fn realm(mut self, realm: impl Into<String>) -> Self {
         let realm = realm.into();
-        if realm.is_empty()
-            || !realm
-                .bytes()
-                .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
-        {
-            return self.mistake(format!(
-                "realm {realm:?} must be non-empty printable ASCII without '\"' or '\\'"
-            ));
+        if realm.is_empty() || !realm.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+            return self
+                .mistake(format!("realm {realm:?} must be non-empty printable ASCII without '\"' or '\\'"));
         }
         self.config.realm = Arc::from(realm);
         self
@@ -165,6 +162,21 @@ impl CognitoAuth {
     /// `Option<CognitoUser>`). A request *with* a token must still present a good one.
     pub fn optional(mut self) -> Self {
         self.config.optional = true;
+        self
+    }
+
+    /// Also accepts machine (client-credentials) tokens on these routes, verified locally only
+    /// (they cannot be revoked before `exp`). Handlers tell them apart by taking
+    /// [`Principal`] or [`MachineClient`](crate::MachineClient); a `CognitoUser` extractor
+    /// answers 403 to a machine. Needs the verifier's signature check.
+    pub fn allow_machine_tokens(mut self) -> Self {
+        if self.verifier.jwks_url().is_none() {
+            return self.mistake(
+                "allow_machine_tokens needs the verifier's signature check: remove `.signature_check(false)`"
+                    .into(),
+            );
+        }
+        self.config.machines = true;
         self
     }
 
@@ -188,17 +200,9 @@ impl CognitoAuth {
         if wants.is_empty() || wants.iter().any(String::is_empty) {
             return self.mistake(format!("require_*_{kind}: give at least one non-empty name"));
         }
-        let req = if all {
-            Requirement::All(wants)
-        } else {
-            Requirement::Any(wants)
-        };
+        let req = if all { Requirement::All(wants) } else { Requirement::Any(wants) };
         let mut this = self;
-        let slot = if kind == "groups" {
-            &mut this.config.groups
-        } else {
-            &mut this.config.scopes
-        };
+        let slot = if kind == "groups" { &mut this.config.groups } else { &mut this.config.scopes };
         if slot.is_some() {
             return this.mistake(format!("require_*_{kind} was called twice"));
         }
@@ -272,7 +276,7 @@ pub struct CognitoAuthService<S> {
 /// What the middleware leaves in the request's extensions for the extractors.
 #[derive(Clone)]
 pub(crate) struct AuthState {
-    pub(crate) user: Option<CognitoUser>,
+    pub(crate) principal: Option<Principal>,
     pub(crate) realm: Arc<str>,
 }
 
@@ -293,11 +297,8 @@ where
         let config = Rc::clone(&self.config);
         Box::pin(async move {
             match authenticate(&verifier, &config, &req).await {
-                Ok(user) => {
-                    req.extensions_mut().insert(AuthState {
-                        user,
-                        realm: config.realm.clone(),
-                    });
+                Ok(principal) => {
+                    req.extensions_mut().insert(AuthState { principal, realm: config.realm.clone() });
                     service.call(req).await.map(ServiceResponse::map_into_left_body)
                 }
                 Err(err) => {
@@ -324,9 +325,7 @@ fn find_token<'r>(
     let mut values = req.headers().get_all(header::AUTHORIZATION);
     match (values.next(), values.next()) {
         (Some(_), Some(_)) => {
-            return Err(AuthErrorKind::InvalidRequest(
-                "more than one Authorization header",
-            ))
+            return Err(AuthErrorKind::InvalidRequest("more than one Authorization header"))
         }
         // A bearer token, possibly empty or followed by garbage: the verifier refuses those.
         (Some(value), None) => {
@@ -353,19 +352,15 @@ async fn authenticate(
     verifier: &Verifier,
     config: &AuthConfig,
     req: &ServiceRequest,
-) -> Result<Option<CognitoUser>, AuthError> {
-    let fail = |kind| AuthError {
-        kind,
-        realm: config.realm.clone(),
-        required_scopes: None,
-    };
+) -> Result<Option<Principal>, AuthError> {
+    let fail = |kind| AuthError { kind, realm: config.realm.clone(), required_scopes: None };
     let token = match find_token(req, config).map_err(fail)? {
         Some(token) => token,
         None if config.optional => return Ok(None),
         None => return Err(fail(AuthErrorKind::MissingToken)),
     };
     let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
-    let (verdict, cache_hit) = verifier.verify_traced(&token).await;
+    let (verdict, cache_hit) = verifier.verify_traced(&token, config.machines).await;
     if let Some(started) = started {
         let outcome = match &verdict {
             Ok(_) => "accepted",
@@ -380,23 +375,23 @@ async fn authenticate(
             "verified an access token"
         );
     }
-    let user = verdict.map_err(|e| match e {
+    let principal = verdict.map_err(|e| match e {
         VerifyError::Rejected(r) => fail(AuthErrorKind::InvalidToken(r)),
         VerifyError::Unavailable(u) => fail(AuthErrorKind::Unavailable(u)),
     })?;
     if let Some(groups) = &config.groups {
-        if !groups.met_by(user.groups()) {
+        if !groups.met_by(principal.groups()) {
             return Err(fail(AuthErrorKind::InsufficientScope));
         }
     }
     if let Some(scopes) = &config.scopes {
-        if !scopes.met_by(user.scopes()) {
+        if !scopes.met_by(principal.scopes()) {
             let mut err = fail(AuthErrorKind::InsufficientScope);
             err.required_scopes = Some(scopes.names().join(" "));
             return Err(err);
         }
     }
-    Ok(Some(user))
+    Ok(Some(principal))
 }
 
 /// A refused request, and the answer it gets.
@@ -427,11 +422,7 @@ pub enum AuthErrorKind {
 
 impl AuthError {
     pub(crate) fn new(kind: AuthErrorKind, realm: Arc<str>) -> Self {
-        AuthError {
-            kind,
-            realm,
-            required_scopes: None,
-        }
+        AuthError { kind, realm, required_scopes: None }
     }
 
     /// Why the request was refused.
@@ -525,9 +516,8 @@ impl ResponseError for AuthError {
             _ => tracing::debug!(code = self.code(), reason = %self, "request refused"),
         }
         let body = serde_json::json!({ "error": self.code(), "message": self.message() });
-        let mut response = HttpResponse::build(self.status_code())
-            .content_type("application/json")
-            .body(body.to_string());
+        let mut response =
+            HttpResponse::build(self.status_code()).content_type("application/json").body(body.to_string());
         self.add_headers(response.headers_mut());
         response
     }

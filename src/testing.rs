@@ -10,7 +10,7 @@
 
 use std::error::Error;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ use aws_sdk_cognitoidentityprovider::types::{
     SchemaAttributeType,
 };
 use aws_sdk_cognitoidentityprovider::Client;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -75,11 +77,7 @@ impl Emulator {
             )
             .into());
         }
-        Ok(Emulator {
-            admin,
-            endpoint: endpoint.to_owned(),
-            region: region.to_owned(),
-        })
+        Ok(Emulator { admin, endpoint: endpoint.to_owned(), region: region.to_owned() })
     }
 
     /// The emulator's endpoint.
@@ -111,10 +109,7 @@ impl Emulator {
             )
             .send()
             .await?;
-        let pool_id = pool
-            .user_pool
-            .and_then(|p| p.id)
-            .ok_or("CreateUserPool returned no id")?;
+        let pool_id = pool.user_pool.and_then(|p| p.id).ok_or("CreateUserPool returned no id")?;
         let mut pool = TestPool {
             admin: self.admin.clone(),
             pool_id,
@@ -162,9 +157,7 @@ impl std::fmt::Debug for Tokens {
 impl TestPool {
     /// A verifier builder for this pool and its first client, pointed at the emulator.
     pub fn verifier(&self) -> VerifierBuilder {
-        Verifier::builder(&self.pool_id)
-            .client_id(&self.client_id)
-            .endpoint_url(&self.endpoint)
+        Verifier::builder(&self.pool_id).client_id(&self.client_id).endpoint_url(&self.endpoint)
     }
 
     /// Adds an app client that allows the admin password flow; returns its id.
@@ -181,10 +174,7 @@ impl TestPool {
             .explicit_auth_flows(ExplicitAuthFlowsType::AllowRefreshTokenAuth)
             .send()
             .await?;
-        Ok(out
-            .user_pool_client
-            .and_then(|c| c.client_id)
-            .ok_or("CreateUserPoolClient returned no id")?)
+        Ok(out.user_pool_client.and_then(|c| c.client_id).ok_or("CreateUserPoolClient returned no id")?)
     }
 
     /// Creates a confirmed user with a permanent password and these attributes.
@@ -233,9 +223,7 @@ impl TestPool {
             .auth_parameters("PASSWORD", password)
             .send()
             .await?;
-        let r = out
-            .authentication_result
-            .ok_or("AdminInitiateAuth returned no tokens")?;
+        let r = out.authentication_result.ok_or("AdminInitiateAuth returned no tokens")?;
         Ok(Tokens {
             access: r.access_token.ok_or("no access token")?,
             id: r.id_token.ok_or("no id token")?,
@@ -248,13 +236,7 @@ impl TestPool {
     /// # Errors
     /// When the emulator refuses a call.
     pub async fn add_to_group(&self, username: &str, group: &str) -> Result<(), BoxError> {
-        let _ = self
-            .admin
-            .create_group()
-            .user_pool_id(&self.pool_id)
-            .group_name(group)
-            .send()
-            .await;
+        let _ = self.admin.create_group().user_pool_id(&self.pool_id).group_name(group).send().await;
         self.admin
             .admin_add_user_to_group()
             .user_pool_id(&self.pool_id)
@@ -263,6 +245,61 @@ impl TestPool {
             .send()
             .await?;
         Ok(())
+    }
+}
+
+// A 2048-bit RSA key made for these tests only (PKCS#1 DER, base64), and its modulus.
+const TEST_KEY_DER: &str = "MIIEpQIBAAKCAQEA8Y5gI7umU7Gwns2w3d+fhT3erQCuvSWlpqCOKS0+sxQw4UpG8kKdEfPYPDc81Pe//Vvuxt23XoGZOwaTTtwMM1tbLLKpk1bKkm5buvVSohEvgZGTd6SreuGHVjNwIqOsHFL/E+neXJ+VSH2pE/pOrSnS7hb3MezjnBu75Uf3cIHtyo9M72SUmcEZ1APEK7bXtDb1ftsWRmKIaRGix7npE9NxPBPNgdkG8KxA4VbyarJn0em6WAN1ONLa9pmQOHCyZ5UqSSwmfL5nBIYUQCzTdiFEkygKUoM7G7EGvp3AUUyoQCHClVuzWhbD1jzB5mj/gpGrV92YJUn3r/gvvtE2TwIDAQABAoIBAA1b8uw2/hFl4988f/odWnyrecu2nHNgiCNJgOM9GdkclkF3cqoGThqGkmBuK6KZmxgfg/qim3gSEc/mYrI7UD9s34N+1AsOg0CK8u7Jj4rgCXEQhIfa5xLyMyJs0NhRlfyxCGNpDT+xIbfzHy04LC6+f+hkA8LSl5n0HLWm/8PMiEB9CCjX5FcTtOyNnuAi1zxNAKIY7MCnwyAXLu2RQ0Bk+mhr1aAiIwTt2Pz0S0vBGaVrdwtOGsvAlgKIQBknvApTflpkIQHLC/wi1fYdHwYwzejQIxcK2PrBaAqlvoLD0a1HNkznQ+0ildYf0XAG8bzgm6oDWwNsCGFYuZVviFECgYEA/A8ij0P41IZTCsYU+9y+espfrEZ9j+ffQqLKOnWrXiG4M9x9uA57mW7CA6RWH7/ngesRIL487FQm01CT83oKUMVOQoTvpczb9pqTzuvxsJPM0020ftxiegg7L4Uzu0w6VUpdfkuiwsnQ8Qa3Osn7e8d0O48OkFJO/JtF7+dsDv8CgYEA9VUz1m80bweYlAh9tUpvPjbq0esXb019Y/Gx4a5kg0VvIJk9KCJ5fhnZt7CtCZ09JlnBAxFywomsSzvGfqlvO1AGg1aVeApSr8Gljy08tzinAJuC4OBTQN/fcpJ1fGJ0/7cXCkHFmDZA4aDS7zInrXxw/VG5c3sK0OM/X7g9KLECgYEArNl8K57DLoqGu+amUSlJfk71WOBmDp9FnR6ha4Fx6PVaqkXT+LoFzGwFpBW38cHZ8l/OuRN8F9yFW3fwXZEdLdKAHmGnLZ3UYcITBl0KurpARc8NrclXxrOKUsYXeaOGhSKgBpG7pbRcEk02rZwBVxqp/IXXyOSIwfWA+klK8uUCgYEAglar3abjEoHUnAEO2Dwdcc43XyMpJibjETAdMys1l1BSQ91l0mbOaSJOuvqQU+VH0ZIpqvmgIJ6H/MhbInvd7oMLksdzTX0ehOW6kaCU+zqL7xSvqc1ELdlCm1oYNOcSBbE9+mMLGVzph3Wr2wyoa9ELLmo2vpWGH4g76Ry20WECgYEA6W1Hun9JqPGUBNOLyggCUlqT/3vqoqCpa+r22zqjOlIm6tXICL1BX2e3PJ3V8SbimL83gsYb+zVw3em6IXb/QvJ6J8YDkI0k4ot2dnsUH00k2/RxiDd/6mNTzvfF/SX+Wevfzm4usItfPzLkrXPQm8z3ivp3YPay3Ilb4WSdM5Y=";
+const TEST_KEY_N: &str = "8Y5gI7umU7Gwns2w3d-fhT3erQCuvSWlpqCOKS0-sxQw4UpG8kKdEfPYPDc81Pe__Vvuxt23XoGZOwaTTtwMM1tbLLKpk1bKkm5buvVSohEvgZGTd6SreuGHVjNwIqOsHFL_E-neXJ-VSH2pE_pOrSnS7hb3MezjnBu75Uf3cIHtyo9M72SUmcEZ1APEK7bXtDb1ftsWRmKIaRGix7npE9NxPBPNgdkG8KxA4VbyarJn0em6WAN1ONLa9pmQOHCyZ5UqSSwmfL5nBIYUQCzTdiFEkygKUoM7G7EGvp3AUUyoQCHClVuzWhbD1jzB5mj_gpGrV92YJUn3r_gvvtE2Tw";
+
+/// Signs tokens the way a user pool does (RS256, with a `kid`), with a fixed test key.
+///
+/// [`FakeCognito`] serves its JWKS, so tokens it signs pass the signature check.
+#[derive(Clone)]
+pub struct TestSigner {
+    kid: String,
+    key: EncodingKey,
+}
+
+impl std::fmt::Debug for TestSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestSigner").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl Default for TestSigner {
+    fn default() -> Self {
+        TestSigner::with_kid("test-key-1")
+    }
+}
+
+impl TestSigner {
+    /// The test key under the key id `kid`.
+    pub fn with_kid(kid: &str) -> Self {
+        let der = base64::engine::general_purpose::STANDARD.decode(TEST_KEY_DER).expect("test key");
+        TestSigner { kid: kid.to_owned(), key: EncodingKey::from_rsa_der(&der) }
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// A compact JWT of these claims, signed with RS256.
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key).expect("signing with the test key")
+    }
+
+    /// The JWK of the public key.
+    pub fn jwk(&self) -> serde_json::Value {
+        serde_json::json!({"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.kid, "n": TEST_KEY_N, "e": "AQAB"})
+    }
+
+    /// A JWKS holding the public key.
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": [self.jwk()] })
     }
 }
 
@@ -287,6 +324,9 @@ pub enum Behaviour {
 
 struct FakeState {
     behaviour: Mutex<Behaviour>,
+    jwks: Mutex<Option<String>>,
+    jwks_down: AtomicBool,
+    jwks_fetches: AtomicU64,
     latency: Mutex<Duration>,
     calls: AtomicU64,
     signed_calls: AtomicU64,
@@ -317,8 +357,14 @@ impl FakeCognito {
     pub async fn start(behaviour: Behaviour) -> Result<Self, BoxError> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        // Serve the test signer's keys, unless requests go to an emulator that has its own.
+        let jwks =
+            (!matches!(behaviour, Behaviour::Forward(_))).then(|| TestSigner::default().jwks().to_string());
         let state = Arc::new(FakeState {
             behaviour: Mutex::new(behaviour),
+            jwks: Mutex::new(jwks),
+            jwks_down: AtomicBool::new(false),
+            jwks_fetches: AtomicU64::new(0),
             latency: Mutex::new(Duration::ZERO),
             calls: AtomicU64::new(0),
             signed_calls: AtomicU64::new(0),
@@ -342,10 +388,7 @@ impl FakeCognito {
     pub async fn user(username: &str, attributes: &[(&str, &str)]) -> Result<Self, BoxError> {
         Self::start(Behaviour::User {
             username: username.to_owned(),
-            attributes: attributes
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            attributes: attributes.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         })
         .await
     }
@@ -368,6 +411,22 @@ impl FakeCognito {
     /// `GetUser` calls received so far.
     pub fn get_user_calls(&self) -> u64 {
         self.state.calls.load(SeqCst)
+    }
+
+    /// Serves this JWKS document at `/{pool}/.well-known/jwks.json` (any pool); `None` forwards
+    /// (with [`Behaviour::Forward`]) or answers 404.
+    pub fn set_jwks(&self, jwks: Option<serde_json::Value>) {
+        *self.state.jwks.lock().unwrap() = jwks.map(|j| j.to_string());
+    }
+
+    /// Makes the JWKS endpoint answer 500 (`true`) or serve again (`false`).
+    pub fn set_jwks_down(&self, down: bool) {
+        self.state.jwks_down.store(down, SeqCst);
+    }
+
+    /// JWKS requests received so far.
+    pub fn jwks_fetches(&self) -> u64 {
+        self.state.jwks_fetches.load(SeqCst)
     }
 
     /// `GetUser` calls that carried an `Authorization` header (a SigV4 signature).
@@ -403,14 +462,8 @@ async fn read_message<R: AsyncRead + Unpin>(
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
-            let mut msg = Message {
-                head,
-                body: Vec::new(),
-            };
-            let len: usize = msg
-                .header("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            let mut msg = Message { head, body: Vec::new() };
+            let len: usize = msg.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
             let start = end + 4;
             while buf.len() < start + len {
                 let mut chunk = [0u8; 8192];
@@ -434,10 +487,7 @@ async fn read_message<R: AsyncRead + Unpin>(
 }
 
 fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {status} {}\r\n",
-        if status < 400 { "OK" } else { "Error" }
-    );
+    let mut out = format!("HTTP/1.1 {status} {}\r\n", if status < 400 { "OK" } else { "Error" });
     for (k, v) in headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -453,15 +503,9 @@ async fn forward(upstream: &str, request: &Message) -> Result<Vec<u8>, BoxError>
     conn.write_all(request.head.as_bytes()).await?;
     conn.write_all(&request.body).await?;
     let mut buf = Vec::new();
-    let answer = read_message(&mut conn, &mut buf)
-        .await?
-        .ok_or("upstream closed the connection")?;
-    let status: u16 = answer
-        .head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("bad status line")?;
+    let answer = read_message(&mut conn, &mut buf).await?.ok_or("upstream closed the connection")?;
+    let status: u16 =
+        answer.head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("bad status line")?;
     let headers: Vec<(&str, &str)> = answer
         .head
         .lines()
@@ -476,10 +520,27 @@ async fn forward(upstream: &str, request: &Message) -> Result<Vec<u8>, BoxError>
 async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
     let mut buf = Vec::new();
     while let Ok(Some(request)) = read_message(&mut stream, &mut buf).await {
-        let is_get_user = request
-            .header("x-amz-target")
-            .is_some_and(|t| t.ends_with(".GetUser"));
+        let is_get_user = request.header("x-amz-target").is_some_and(|t| t.ends_with(".GetUser"));
         let behaviour = state.behaviour.lock().unwrap().clone();
+        let target = request.head.split_whitespace().nth(1).unwrap_or("");
+        if request.head.starts_with("GET ") && target.ends_with("/.well-known/jwks.json") {
+            state.jwks_fetches.fetch_add(1, SeqCst);
+            let served = state.jwks.lock().unwrap().clone();
+            let answer = match (state.jwks_down.load(SeqCst), served, &behaviour) {
+                (true, _, _) => response(500, &[], b"down"),
+                (false, Some(json), _) => {
+                    response(200, &[("Content-Type", "application/json")], json.as_bytes())
+                }
+                (false, None, Behaviour::Forward(upstream)) => forward(upstream, &request)
+                    .await
+                    .unwrap_or_else(|e| response(502, &[], e.to_string().as_bytes())),
+                (false, None, _) => response(404, &[], b"no JWKS"),
+            };
+            if stream.write_all(&answer).await.is_err() {
+                return;
+            }
+            continue;
+        }
         if is_get_user {
             state.calls.fetch_add(1, SeqCst);
             if request.header("authorization").is_some() {
@@ -504,25 +565,16 @@ async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
                 return;
             }
             (Behaviour::User { username, attributes }, true) => {
-                let attrs: Vec<_> = attributes
-                    .iter()
-                    .map(|(k, v)| serde_json::json!({"Name": k, "Value": v}))
-                    .collect();
+                let attrs: Vec<_> =
+                    attributes.iter().map(|(k, v)| serde_json::json!({"Name": k, "Value": v})).collect();
                 let body = serde_json::json!({"Username": username, "UserAttributes": attrs}).to_string();
-                response(
-                    200,
-                    &[("Content-Type", "application/x-amz-json-1.1")],
-                    body.as_bytes(),
-                )
+                response(200, &[("Content-Type", "application/x-amz-json-1.1")], body.as_bytes())
             }
             (Behaviour::Error(status, code), true) => {
                 let body = serde_json::json!({"__type": code, "message": "fake"}).to_string();
                 response(
                     *status,
-                    &[
-                        ("Content-Type", "application/x-amz-json-1.1"),
-                        ("x-amzn-ErrorType", code),
-                    ],
+                    &[("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", code)],
                     body.as_bytes(),
                 )
             }

@@ -41,11 +41,16 @@ pub(crate) fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
 struct Header<'a> {
     #[serde(borrow)]
     alg: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    kid: Option<String>,
 }
 
 /// The claims of a Cognito access token, read before Cognito has vouched for them.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Claims {
+    /// The header's key id; not a claim, but read with them.
+    #[serde(skip)]
+    pub(crate) kid: Option<String>,
     pub(crate) token_use: String,
     pub(crate) iss: String,
     #[serde(default)]
@@ -113,7 +118,9 @@ pub(crate) fn parse(token: &[u8], max_len: usize) -> Result<Claims, Rejection> {
     }
     decode_segment(signature)?;
     let payload = decode_segment(payload)?;
-    serde_json::from_slice(&payload).map_err(|_| Rejection::Malformed)
+    let mut claims: Claims = serde_json::from_slice(&payload).map_err(|_| Rejection::Malformed)?;
+    claims.kid = header.kid;
+    Ok(claims)
 }
 
 /// What a token must show before it is worth a `GetUser` call.
@@ -160,9 +167,7 @@ impl ClaimPolicy {
 
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]
@@ -221,9 +226,7 @@ mod tests {
 
     #[test]
     fn shape_errors_are_malformed() {
-        for bad in [
-            "abc", "a.b", "a.b.c.d", "..", "a..c", "ab.cd.", "a b.c.d", "é.a.b",
-        ] {
+        for bad in ["abc", "a.b", "a.b.c.d", "..", "a..c", "ab.cd.", "a b.c.d", "é.a.b"] {
             assert_eq!(verdict(bad), Err(Rejection::Malformed), "{bad}");
         }
         assert_eq!(verdict(""), Err(Rejection::Missing));
@@ -260,30 +263,18 @@ mod tests {
         let cases = [
             (vec![("token_use", json!("id"))], Rejection::NotAccessToken),
             (
-                vec![(
-                    "iss",
-                    json!("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Other"),
-                )],
+                vec![("iss", json!("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Other"))],
                 Rejection::WrongIssuer,
             ),
             (vec![("client_id", json!("client2"))], Rejection::WrongClient),
-            (
-                vec![("client_id", serde_json::Value::Null)],
-                Rejection::WrongClient,
-            ),
+            (vec![("client_id", serde_json::Value::Null)], Rejection::WrongClient),
             (vec![("exp", json!(1_900_000_000i64))], Rejection::Expired),
             (vec![("exp", json!(-5))], Rejection::Expired),
             (
-                vec![
-                    ("username", serde_json::Value::Null),
-                    ("scope", json!("api/read")),
-                ],
+                vec![("username", serde_json::Value::Null), ("scope", json!("api/read"))],
                 Rejection::MachineToken,
             ),
-            (
-                vec![("scope", json!("openid email"))],
-                Rejection::MissingAdminScope,
-            ),
+            (vec![("scope", json!("openid email"))], Rejection::MissingAdminScope),
             (vec![("exp", json!("soon"))], Rejection::Malformed),
             (vec![("exp", json!(1e300))], Rejection::Malformed),
             (vec![("sub", serde_json::Value::Null)], Rejection::Malformed),
@@ -298,10 +289,7 @@ mod tests {
         let payload = format!(
             r#"{{"token_use":"access","iss":"{POOL_ISS}","client_id":"client1","client_id":"client1","exp":2000000000,"sub":"s","username":"u","scope":"{ADMIN_SCOPE}"}}"#
         );
-        assert_eq!(
-            verdict(&token(r#"{"alg":"RS256"}"#, &payload)),
-            Err(Rejection::Malformed)
-        );
+        assert_eq!(verdict(&token(r#"{"alg":"RS256"}"#, &payload)), Err(Rejection::Malformed));
     }
 
     #[test]

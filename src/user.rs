@@ -33,13 +33,8 @@ impl CognitoUser {
     pub(crate) fn new(username: String, attributes: BTreeMap<String, String>, claims: Claims) -> Self {
         // Cognito's own `sub` attribute wins over the claim; they agree for any genuine token.
         let sub = attributes.get("sub").cloned().unwrap_or(claims.sub);
-        let scopes = claims
-            .scope
-            .as_deref()
-            .unwrap_or("")
-            .split_ascii_whitespace()
-            .map(str::to_owned)
-            .collect();
+        let scopes =
+            claims.scope.as_deref().unwrap_or("").split_ascii_whitespace().map(str::to_owned).collect();
         CognitoUser(Arc::new(Inner {
             username,
             sub,
@@ -210,5 +205,119 @@ impl fmt::Debug for CognitoUser {
             .field("exp", &i.exp)
             .field("jti", &i.jti)
             .finish_non_exhaustive()
+    }
+}
+
+/// An app client that authenticated with its own credentials (the OAuth client-credentials
+/// grant): a machine, not a user.
+///
+/// Its tokens are verified locally only (signature, issuer, client, expiry): `GetUser` can never
+/// accept them, so they **cannot be revoked early** and stay valid until `exp`. Accepted only on
+/// routes that opt in with [`CognitoAuth::allow_machine_tokens`](crate::CognitoAuth::allow_machine_tokens).
+#[derive(Clone)]
+pub struct MachineClient(Arc<MachineInner>);
+
+struct MachineInner {
+    client_id: String,
+    scopes: Vec<String>,
+    exp: i64,
+    jti: Option<String>,
+}
+
+impl MachineClient {
+    pub(crate) fn new(claims: Claims) -> Self {
+        let scopes = claims.scopes().map(str::to_owned).collect();
+        MachineClient(Arc::new(MachineInner {
+            client_id: claims.client_id.unwrap_or_default(),
+            scopes,
+            exp: claims.exp,
+            jti: claims.jti,
+        }))
+    }
+
+    /// The app client id (`client_id`, also the token's `sub`).
+    pub fn client_id(&self) -> &str {
+        &self.0.client_id
+    }
+
+    /// The token's scopes, typically custom resource-server scopes such as `orders/read`.
+    pub fn scopes(&self) -> &[String] {
+        &self.0.scopes
+    }
+
+    /// Whether the token carries `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.0.scopes.iter().any(|s| s == scope)
+    }
+
+    /// `exp` in seconds since the Unix epoch.
+    pub fn exp(&self) -> i64 {
+        self.0.exp
+    }
+
+    /// The token's unique id (`jti`).
+    pub fn jti(&self) -> Option<&str> {
+        self.0.jti.as_deref()
+    }
+}
+
+impl fmt::Debug for MachineClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MachineClient")
+            .field("client_id", &self.0.client_id)
+            .field("scopes", &self.0.scopes)
+            .field("exp", &self.0.exp)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who a verified token speaks for: a user, or (on routes that allow it) a machine.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    /// A user, vouched for by `GetUser`.
+    User(CognitoUser),
+    /// An app client with a client-credentials token, verified locally.
+    Machine(MachineClient),
+}
+
+impl Principal {
+    /// The user, if it is one.
+    pub fn user(&self) -> Option<&CognitoUser> {
+        match self {
+            Principal::User(u) => Some(u),
+            Principal::Machine(_) => None,
+        }
+    }
+
+    /// The machine client, if it is one.
+    pub fn machine(&self) -> Option<&MachineClient> {
+        match self {
+            Principal::Machine(m) => Some(m),
+            Principal::User(_) => None,
+        }
+    }
+
+    /// The token's scopes.
+    pub fn scopes(&self) -> &[String] {
+        match self {
+            Principal::User(u) => u.scopes(),
+            Principal::Machine(m) => m.scopes(),
+        }
+    }
+
+    /// The user's groups; a machine has none.
+    pub fn groups(&self) -> &[String] {
+        match self {
+            Principal::User(u) => u.groups(),
+            Principal::Machine(_) => &[],
+        }
+    }
+
+    /// `exp` in seconds since the Unix epoch.
+    pub fn exp(&self) -> i64 {
+        match self {
+            Principal::User(u) => u.exp(),
+            Principal::Machine(m) => m.exp(),
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! The verifier: local checks, then the cache, then Cognito.
+//! The verifier: cache, local checks, signature, then Cognito.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -8,14 +8,15 @@ use crate::cache::{exp_instant, Caches, Counters, Entry, Stats};
 use crate::cognito::Cognito;
 use crate::config::{Settings, VerifierBuilder};
 use crate::error::{Rejection, VerifyError};
-use crate::token::{self, ClaimPolicy, TokenKey};
-use crate::user::CognitoUser;
+use crate::jwks::KeySet;
+use crate::token::{self, ClaimPolicy, Claims, TokenKey};
+use crate::user::{CognitoUser, MachineClient, Principal};
 
 /// Answers "is this access token good right now, and whose is it?" by asking Cognito, and
 /// remembers the answer briefly.
 ///
 /// Build one per user pool, once, and clone it wherever it is needed (in Actix, outside
-/// `HttpServer::new`): clones share the client, the cache and the counters.
+/// `HttpServer::new`): clones share the client, the keys, the cache and the counters.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,6 +39,7 @@ struct Inner {
     region: String,
     policy: ClaimPolicy,
     cognito: Cognito,
+    keys: Option<KeySet>,
     caches: Caches,
     counters: Counters,
     /// Bumped by every invalidation, so that a `GetUser` answer that was on its way while the
@@ -50,6 +52,7 @@ impl std::fmt::Debug for Verifier {
         f.debug_struct("Verifier")
             .field("user_pool_id", &self.0.user_pool_id)
             .field("client_ids", &self.0.policy.client_ids)
+            .field("signature_check", &self.0.keys.is_some())
             .field("cache_ttl", &self.0.caches.settings.ttl)
             .finish_non_exhaustive()
     }
@@ -64,6 +67,7 @@ impl Verifier {
     pub(crate) fn from_settings(s: Settings) -> Self {
         Verifier(Arc::new(Inner {
             cognito: Cognito::new(&s.call),
+            keys: s.jwks.map(KeySet::new),
             caches: Caches::new(s.cache),
             policy: s.policy,
             user_pool_id: s.user_pool_id,
@@ -83,63 +87,115 @@ impl Verifier {
         &self.0.region
     }
 
-    /// The `iss` values accepted: the pool's two Cognito forms, then any allowed extras.
+    /// The `iss` values accepted: the pool's two Cognito forms, then any others.
     pub fn issuers(&self) -> &[String] {
         &self.0.policy.issuers
     }
 
-    /// Verifies an access token (without any `Bearer ` prefix).
+    /// Where the pool's signing keys are fetched from, unless the signature check is off.
+    pub fn jwks_url(&self) -> Option<&str> {
+        self.0.keys.as_ref().map(KeySet::url)
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn jwks_fetches(&self) -> u64 {
+        self.0.keys.as_ref().map_or(0, KeySet::fetches)
+    }
+
+    /// Fetches the pool's signing keys now, so the first request need not wait for them.
+    ///
+    /// # Errors
+    /// A message saying why the keys could not be fetched. Nothing is lost: the keys will be
+    /// fetched again when a token needs them.
+    pub async fn hydrate(&self) -> Result<usize, String> {
+        match &self.0.keys {
+            Some(keys) => {
+                keys.fetch().await.map_err(|e| format!("fetching the JWKS from {}: {e}", keys.url()))
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Verifies a user's access token (without any `Bearer ` prefix).
     ///
     /// # Errors
     /// [`VerifyError::Rejected`] when the token is bad (decided locally at no cost, or by
-    /// Cognito), [`VerifyError::Unavailable`] when Cognito could not be asked.
+    /// Cognito), [`VerifyError::Unavailable`] when Cognito could not be asked. A machine token is
+    /// rejected ([`Rejection::MachineToken`]); see [`verify_principal`](Self::verify_principal).
     pub async fn verify(&self, token: &str) -> Result<CognitoUser, VerifyError> {
         self.verify_bytes(token.as_bytes()).await
     }
 
-    /// Verifies an access token given as raw bytes, as found in a header.
+    /// Verifies a user's access token given as raw bytes, as found in a header.
     ///
     /// A fresh cached verdict is found by the token's hash alone; anything else is checked
-    /// locally (shape, size, `token_use`, `iss`, `client_id`, `exp`, scope) before Cognito is
-    /// asked, so a token that fails those checks costs no `GetUser` call.
+    /// locally (shape, size, `token_use`, `iss`, `client_id`, `exp`, scope, signature) before
+    /// Cognito is asked, so a token that fails those checks costs no `GetUser` call.
     ///
     /// # Errors
     /// As [`verify`](Self::verify).
     pub async fn verify_bytes(&self, token: &[u8]) -> Result<CognitoUser, VerifyError> {
-        self.verify_traced(token).await.0
+        match self.verify_traced(token, false).await.0? {
+            Principal::User(user) => Ok(user),
+            Principal::Machine(_) => Err(Rejection::MachineToken.into()),
+        }
     }
 
-    /// As [`verify_bytes`](Self::verify_bytes), and whether a fresh cache entry answered.
+    /// Verifies a user's token, or a machine (client-credentials) token.
+    ///
+    /// Machine tokens are verified locally only: signature, `iss`, `client_id`, `exp`. They need
+    /// the signature check, which is on by default, and cannot be revoked before `exp`.
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify).
+    pub async fn verify_principal(&self, token: &str) -> Result<Principal, VerifyError> {
+        self.verify_traced(token.as_bytes(), true).await.0
+    }
+
+    /// The verdict, and whether a fresh cache entry gave it.
     #[inline]
-    pub(crate) async fn verify_traced(&self, token: &[u8]) -> (Result<CognitoUser, VerifyError>, bool) {
+    pub(crate) async fn verify_traced(
+        &self,
+        token: &[u8],
+        machines: bool,
+    ) -> (Result<Principal, VerifyError>, bool) {
         let inner = &*self.0;
         if token.len() > inner.policy.max_len {
             inner.counters.reject(Rejection::TooLarge);
             return (Err(Rejection::TooLarge.into()), false);
         }
         if !inner.caches.enabled() {
-            return (Box::pin(self.verify_uncached(token)).await, false);
+            return (Box::pin(self.verify_uncached(token, machines)).await, false);
         }
         let key = token::key(token);
         if let Some(entry) = inner.caches.fresh.get(&key).await {
-            Counters::bump(&inner.counters.hits);
-            return (Ok(entry.user), true);
+            if machines || matches!(entry.principal, Principal::User(_)) {
+                Counters::bump(&inner.counters.hits);
+                return (Ok(entry.principal), true);
+            }
+            inner.counters.reject(Rejection::MachineToken);
+            return (Err(Rejection::MachineToken.into()), true);
         }
-        (Box::pin(self.verify_miss(key, token)).await, false)
+        (Box::pin(self.verify_miss(key, token, machines)).await, false)
     }
 
-    async fn verify_uncached(&self, token: &[u8]) -> Result<CognitoUser, VerifyError> {
+    async fn verify_uncached(&self, token: &[u8], machines: bool) -> Result<Principal, VerifyError> {
         let inner = &*self.0;
         Counters::bump(&inner.counters.misses);
-        let claims = self.check_locally(token)?;
-        let user = self.call_get_user(token, claims).await;
-        if let Err(VerifyError::Unavailable(_)) = &user {
+        let (claims, machine) = self.check_locally(token, machines)?;
+        let verdict = self.resolve(token, claims, machine).await;
+        if let Err(VerifyError::Unavailable(_)) = &verdict {
             Counters::bump(&inner.counters.unavailable);
         }
-        user
+        verdict
     }
 
-    async fn verify_miss(&self, key: TokenKey, token: &[u8]) -> Result<CognitoUser, VerifyError> {
+    async fn verify_miss(
+        &self,
+        key: TokenKey,
+        token: &[u8],
+        machines: bool,
+    ) -> Result<Principal, VerifyError> {
         let inner = &*self.0;
         if let Some(negative) = &inner.caches.negative {
             if let Some(rejection) = negative.get(&key).await {
@@ -149,64 +205,14 @@ impl Verifier {
             }
         }
         Counters::bump(&inner.counters.misses);
-        let claims = self.check_locally(token)?;
+        let (claims, machine) = self.check_locally(token, machines)?;
 
         let epoch = inner.epoch.load(Relaxed);
         let mut loaded_here = false;
         let load = async {
             loaded_here = true;
-            let result = self.call_get_user(token, claims).await;
-            let now = Instant::now();
-            match result {
-                Ok(user) => {
-                    let until = exp_instant(user.exp(), now);
-                    if let (Some(stale), Some(grace)) =
-                        (&inner.caches.stale, inner.caches.settings.stale_grace)
-                    {
-                        let keep = until.min(now + inner.caches.settings.ttl + grace);
-                        stale
-                            .insert(
-                                key,
-                                Entry {
-                                    user: user.clone(),
-                                    until: keep,
-                                },
-                            )
-                            .await;
-                    }
-                    Ok(Entry {
-                        until: until.min(now + inner.caches.settings.ttl),
-                        user,
-                    })
-                }
-                Err(VerifyError::Rejected(r)) => {
-                    if let Some(negative) = &inner.caches.negative {
-                        negative.insert(key, r).await;
-                    }
-                    Err(VerifyError::Rejected(r))
-                }
-                Err(VerifyError::Unavailable(u)) => {
-                    // Stale-if-error: reuse the last positive verdict within its grace, for one
-                    // retry interval at a time.
-                    match inner.caches.stale.as_ref().map(|s| s.get(&key)) {
-                        Some(lookup) => match lookup.await {
-                            Some(stale) => {
-                                Counters::bump(&inner.counters.stale_served);
-                                tracing::warn!(
-                                    kind = u.kind().as_str(),
-                                    "Cognito unavailable; serving a stale verdict"
-                                );
-                                Ok(Entry {
-                                    until: stale.until.min(now + u.retry_after()),
-                                    user: stale.user,
-                                })
-                            }
-                            None => Err(VerifyError::Unavailable(u)),
-                        },
-                        None => Err(VerifyError::Unavailable(u)),
-                    }
-                }
-            }
+            let verdict = self.resolve(token, claims, machine).await;
+            self.entry_for(key, verdict).await
         };
         let result = inner.caches.fresh.try_get_with(key, load).await;
         if !loaded_here {
@@ -217,7 +223,7 @@ impl Verifier {
                 if inner.epoch.load(Relaxed) != epoch {
                     inner.caches.fresh.invalidate(&key).await;
                 }
-                Ok(entry.user)
+                Ok(entry.principal)
             }
             Err(err) => {
                 let err = VerifyError::clone(&err);
@@ -231,9 +237,70 @@ impl Verifier {
         }
     }
 
-    fn check_locally(&self, token: &[u8]) -> Result<token::Claims, VerifyError> {
+    /// Turns a fresh verdict into a cache entry: positive entries live until min(TTL, `exp`),
+    /// rejections go to the negative cache, unavailability is never kept (but may be bridged by a
+    /// stale verdict).
+    async fn entry_for(
+        &self,
+        key: TokenKey,
+        verdict: Result<Principal, VerifyError>,
+    ) -> Result<Entry, VerifyError> {
         let inner = &*self.0;
-        inner.policy.verify(token, token::unix_now()).map_err(|r| {
+        let settings = &inner.caches.settings;
+        let now = Instant::now();
+        match verdict {
+            Ok(principal) => {
+                let until = exp_instant(principal.exp(), now);
+                if let (Some(stale), Some(grace)) = (&inner.caches.stale, settings.stale_grace) {
+                    let keep = until.min(now + settings.ttl + grace);
+                    stale.insert(key, Entry { principal: principal.clone(), until: keep }).await;
+                }
+                Ok(Entry { until: until.min(now + settings.ttl), principal })
+            }
+            Err(VerifyError::Rejected(r)) => {
+                if let Some(negative) = &inner.caches.negative {
+                    negative.insert(key, r).await;
+                }
+                Err(VerifyError::Rejected(r))
+            }
+            Err(VerifyError::Unavailable(u)) => {
+                // Stale-if-error: reuse the last positive verdict within its grace, for one
+                // retry interval at a time.
+                let stale = match &inner.caches.stale {
+                    Some(stale) => stale.get(&key).await,
+                    None => None,
+                };
+                match stale {
+                    Some(stale) => {
+                        Counters::bump(&inner.counters.stale_served);
+                        tracing::warn!(
+                            kind = u.kind().as_str(),
+                            "Cognito unavailable; serving a stale verdict"
+                        );
+                        Ok(Entry {
+                            until: stale.until.min(now + u.retry_after()),
+                            principal: stale.principal,
+                        })
+                    }
+                    None => Err(VerifyError::Unavailable(u)),
+                }
+            }
+        }
+    }
+
+    /// The local claim checks. With `machines`, a machine token passes them too; the bool says
+    /// whether it is one.
+    fn check_locally(&self, token: &[u8], machines: bool) -> Result<(Claims, bool), VerifyError> {
+        let inner = &*self.0;
+        let verdict = match inner.policy.verify(token, token::unix_now()) {
+            Ok(claims) => Ok((claims, false)),
+            Err(Rejection::MachineToken) if machines && inner.keys.is_some() => {
+                // Checked up to the user-only claims; the signature check is still to come.
+                token::parse(token, inner.policy.max_len).map(|c| (c, true))
+            }
+            Err(r) => Err(r),
+        };
+        verdict.map_err(|r| {
             inner.counters.reject(r);
             if r == Rejection::MissingAdminScope {
                 tracing::warn!(
@@ -245,21 +312,29 @@ impl Verifier {
         })
     }
 
-    /// One `GetUser` call for a token that passed the local checks.
-    async fn call_get_user(&self, token: &[u8], claims: token::Claims) -> Result<CognitoUser, VerifyError> {
+    /// The verdict on a token that passed the local checks: its signature, then `GetUser` for a
+    /// user; a machine token is done after its signature.
+    async fn resolve(&self, token: &[u8], claims: Claims, machine: bool) -> Result<Principal, VerifyError> {
         let inner = &*self.0;
-        // The local checks admitted only base64url and dots.
-        let token = std::str::from_utf8(token).map_err(|_| VerifyError::Rejected(Rejection::Malformed))?;
-        Counters::bump(&inner.counters.get_user_calls);
-        match inner.cognito.get_user(token).await {
-            Ok(answer) => Ok(CognitoUser::new(answer.username, answer.attributes, claims)),
-            Err(err) => {
-                if let VerifyError::Rejected(r) = err {
-                    inner.counters.reject(r);
-                }
-                Err(err)
+        let verdict = async {
+            if let Some(keys) = &inner.keys {
+                keys.verify(token, claims.kid.as_deref()).await?;
             }
+            if machine {
+                return Ok(Principal::Machine(MachineClient::new(claims)));
+            }
+            // The local checks admitted only base64url and dots.
+            let token =
+                std::str::from_utf8(token).map_err(|_| VerifyError::Rejected(Rejection::Malformed))?;
+            Counters::bump(&inner.counters.get_user_calls);
+            let answer = inner.cognito.get_user(token).await?;
+            Ok(Principal::User(CognitoUser::new(answer.username, answer.attributes, claims)))
         }
+        .await;
+        if let Err(VerifyError::Rejected(r)) = &verdict {
+            inner.counters.reject(*r);
+        }
+        verdict
     }
 
     /// Forgets the verdict for one token: its next request goes to Cognito.
@@ -279,7 +354,9 @@ impl Verifier {
         let inner = &*self.0;
         inner.epoch.fetch_add(1, Relaxed);
         let id = sub_or_username.to_owned();
-        let matches = move |_: &TokenKey, e: &Entry| e.user.sub() == id || e.user.username() == id;
+        let matches = move |_: &TokenKey, e: &Entry| {
+            e.principal.user().is_some_and(|u| u.sub() == id || u.username() == id)
+        };
         for cache in std::iter::once(&inner.caches.fresh).chain(&inner.caches.stale) {
             // Cannot fail: every positive cache is built with invalidation closures.
             let _ = cache.invalidate_entries_if(matches.clone());

@@ -17,10 +17,7 @@ fn server_binary() -> PathBuf {
     let path = dir.join(format!("server{}", std::env::consts::EXE_SUFFIX));
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--example", "server"])
-            .status()
-            .unwrap();
+        let status = Command::new(cargo).args(["build", "--example", "server"]).status().unwrap();
         assert!(status.success(), "building the example server failed");
     }
     path
@@ -39,21 +36,14 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Starts the example with exactly these variables, and no AWS credentials.
 fn command(vars: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(server_binary());
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd.envs(vars.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.envs(vars.iter().copied()).stdout(Stdio::null()).stderr(Stdio::piped());
     cmd
 }
 
@@ -62,10 +52,7 @@ async fn start(vars: &[(&str, &str)]) -> Server {
     let port_s = port.to_string();
     let mut all = vars.to_vec();
     all.push(("PORT", &port_s));
-    let mut server = Server {
-        child: command(&all).spawn().unwrap(),
-        addr: ([127, 0, 0, 1], port).into(),
-    };
+    let mut server = Server { child: command(&all).spawn().unwrap(), addr: ([127, 0, 0, 1], port).into() };
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(server.addr).await.is_ok() {
             return server;
@@ -89,10 +76,7 @@ async fn the_example_server_behaves_as_documented() {
     let endpoint = s.proxy.endpoint();
     let server = start(&[
         ("COGNITO_USER_POOL_ID", &s.pool.pool_id),
-        (
-            "COGNITO_CLIENT_ID",
-            &format!("otherclient1, {}", s.pool.client_id),
-        ),
+        ("COGNITO_CLIENT_ID", &format!("otherclient1, {}", s.pool.client_id)),
         ("COGNITO_CACHE_TTL_SECS", "60"),
         ("AWS_ENDPOINT_URL", &endpoint),
         ("AWS_REGION", "us-east-1"),
@@ -101,10 +85,7 @@ async fn the_example_server_behaves_as_documented() {
     let addr = server.addr;
 
     let health = get(addr, "/health", &[]).await;
-    assert_eq!(
-        (health.status, health.json()["status"].as_str()),
-        (200, Some("ok"))
-    );
+    assert_eq!((health.status, health.json()["status"].as_str()), (200, Some("ok")));
 
     let me = get_with_token(addr, "/me", &s.tokens.access).await;
     assert_eq!(me.status, 200, "{}", me.body);
@@ -119,17 +100,11 @@ async fn the_example_server_behaves_as_documented() {
 
     let anonymous = get(addr, "/me", &[]).await;
     assert_eq!(anonymous.status, 401);
-    assert_eq!(
-        anonymous.header("www-authenticate"),
-        Some(r#"Bearer realm="api""#)
-    );
+    assert_eq!(anonymous.header("www-authenticate"), Some(r#"Bearer realm="api""#));
 
     let bad = get_with_token(addr, "/me", &s.tokens.id).await;
     assert_eq!(bad.status, 401);
-    assert!(bad
-        .header("www-authenticate")
-        .unwrap()
-        .contains(r#"error="invalid_token""#));
+    assert!(bad.header("www-authenticate").unwrap().contains(r#"error="invalid_token""#));
 
     let not_admin = get_with_token(addr, "/admin", &s.tokens.access).await;
     assert_eq!(not_admin.status, 403);
@@ -145,13 +120,7 @@ async fn the_example_server_refuses_to_start_with_a_bad_configuration() {
     let cases: [(&[(&str, &str)], &str); 4] = [
         (&[("COGNITO_CLIENT_ID", "abc")], "COGNITO_USER_POOL_ID"),
         (&[("COGNITO_USER_POOL_ID", "eu-west-1_Abc")], "COGNITO_CLIENT_ID"),
-        (
-            &[
-                ("COGNITO_USER_POOL_ID", "eu-west-1"),
-                ("COGNITO_CLIENT_ID", "abc"),
-            ],
-            "<region>_<id>",
-        ),
+        (&[("COGNITO_USER_POOL_ID", "eu-west-1"), ("COGNITO_CLIENT_ID", "abc")], "<region>_<id>"),
         (
             &[
                 ("COGNITO_USER_POOL_ID", "eu-west-1_Abc"),

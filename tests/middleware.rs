@@ -39,26 +39,16 @@ where
 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = HttpServer::new(app)
-        .workers(1)
-        .listen(listener)
-        .unwrap()
-        .disable_signals()
-        .run();
+    let server = HttpServer::new(app).workers(1).listen(listener).unwrap().disable_signals().run();
     actix_web::rt::spawn(server);
     addr
 }
 
 /// A verifier against a fake upstream that accepts any token as alice, and the fake.
 async fn fake_verifier() -> (FakeCognito, Verifier) {
-    let fake = FakeCognito::user("alice", &[("email", "alice@example.com")])
-        .await
-        .unwrap();
-    let v = Verifier::builder(FAKE_POOL)
-        .client_id(FAKE_CLIENT)
-        .endpoint_url(fake.endpoint())
-        .build()
-        .unwrap();
+    let fake = FakeCognito::user("alice", &[("email", "alice@example.com")]).await.unwrap();
+    let v =
+        Verifier::builder(FAKE_POOL).client_id(FAKE_CLIENT).endpoint_url(fake.endpoint()).build().unwrap();
     (fake, v)
 }
 
@@ -96,12 +86,7 @@ async fn a_valid_token_reaches_the_handler_as_a_cognito_user() {
     assert_eq!(r.json()["username"], "alice");
     assert_eq!(r.json()["email"], "alice@example.com");
     // The scheme is case-insensitive.
-    let r = get(
-        addr,
-        "/me",
-        &[("Authorization", &format!("bEaReR {}", s.tokens.access))],
-    )
-    .await;
+    let r = get(addr, "/me", &[("Authorization", &format!("bEaReR {}", s.tokens.access))]).await;
     assert_eq!(r.status, 200);
     assert_eq!(s.proxy.get_user_calls(), 1);
 }
@@ -138,10 +123,7 @@ async fn a_revoked_token_gets_401_invalid_token() {
     s.revoke(common::Revoke::GlobalSignOut).await;
     let r = get_with_token(addr, "/me", &s.tokens.access).await;
     assert_eq!(r.status, 401);
-    assert!(r
-        .header("www-authenticate")
-        .unwrap()
-        .contains(r#"error="invalid_token""#));
+    assert!(r.header("www-authenticate").unwrap().contains(r#"error="invalid_token""#));
 }
 
 #[actix_web::test]
@@ -149,20 +131,9 @@ async fn two_authorization_headers_get_400_invalid_request() {
     let (fake, v) = fake_verifier().await;
     let addr = protected(CognitoAuth::new(v));
     let token = fake_token("s1", 3600);
-    let r = get(
-        addr,
-        "/me",
-        &[
-            ("Authorization", &bearer(&token)),
-            ("Authorization", &bearer(&token)),
-        ],
-    )
-    .await;
+    let r = get(addr, "/me", &[("Authorization", &bearer(&token)), ("Authorization", &bearer(&token))]).await;
     assert_eq!(r.status, 400);
-    assert!(r
-        .header("www-authenticate")
-        .unwrap()
-        .contains(r#"error="invalid_request""#));
+    assert!(r.header("www-authenticate").unwrap().contains(r#"error="invalid_request""#));
     assert_eq!(fake.get_user_calls(), 0);
 }
 
@@ -184,23 +155,13 @@ async fn cognito_unavailable_gets_503_with_retry_after() {
 async fn group_requirements_answer_403_insufficient_scope() {
     let s = seeded("mw-groups").await;
     s.pool.add_to_group("alice", "staff").await.unwrap();
-    let tokens = s
-        .pool
-        .sign_in(&s.pool.client_id, "alice", PASSWORD)
-        .await
-        .unwrap();
+    let tokens = s.pool.sign_in(&s.pool.client_id, "alice", PASSWORD).await.unwrap();
     let v = s.verifier().build().unwrap();
     let cases = [
-        (
-            CognitoAuth::new(v.clone()).require_any_group(["admin", "staff"]),
-            200,
-        ),
+        (CognitoAuth::new(v.clone()).require_any_group(["admin", "staff"]), 200),
         (CognitoAuth::new(v.clone()).require_any_group(["admin"]), 403),
         (CognitoAuth::new(v.clone()).require_all_groups(["staff"]), 200),
-        (
-            CognitoAuth::new(v.clone()).require_all_groups(["admin", "staff"]),
-            403,
-        ),
+        (CognitoAuth::new(v.clone()).require_all_groups(["admin", "staff"]), 403),
     ];
     for (auth, want) in cases {
         let debug = format!("{auth:?}");
@@ -258,18 +219,11 @@ async fn optional_mode_lets_anonymous_requests_through_but_not_bad_tokens() {
 #[actix_web::test]
 async fn two_scopes_share_one_cache() {
     let (fake, v) = fake_verifier().await;
-    let (a, b) = (
-        CognitoAuth::new(v.clone()),
-        CognitoAuth::new(v).require_any_group(["nobody"]).optional(),
-    );
+    let (a, b) = (CognitoAuth::new(v.clone()), CognitoAuth::new(v).require_any_group(["nobody"]).optional());
     let addr = spawn(move || {
         App::new()
             .service(web::scope("/a").wrap(a.clone()).route("/me", web::get().to(me)))
-            .service(
-                web::scope("/b")
-                    .wrap(CognitoAuth::clone(&b))
-                    .route("/me", web::get().to(me)),
-            )
+            .service(web::scope("/b").wrap(CognitoAuth::clone(&b)).route("/me", web::get().to(me)))
     });
     let token = fake_token("s1", 3600);
     assert_eq!(get_with_token(addr, "/a/me", &token).await.status, 200);
@@ -297,10 +251,7 @@ async fn cors_outside_auth_still_decorates_a_401() {
     });
     let r = get(addr, "/me", &[("Origin", "https://app.example.com")]).await;
     assert_eq!(r.status, 401);
-    assert_eq!(
-        r.header("access-control-allow-origin"),
-        Some("https://app.example.com")
-    );
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"));
     assert!(r.header("www-authenticate").is_some());
 }
 
@@ -316,10 +267,7 @@ async fn an_error_handler_replaces_the_body_and_keeps_the_headers() {
     assert_eq!(r.header("www-authenticate"), Some(r#"Bearer realm="api""#));
     fake.set_behaviour(Behaviour::Error(500, "InternalErrorException".into()));
     let r = get_with_token(addr, "/me", &fake_token("s1", 3600)).await;
-    assert_eq!(
-        (r.status, r.body.as_str()),
-        (503, "nope: temporarily_unavailable")
-    );
+    assert_eq!((r.status, r.body.as_str()), (503, "nope: temporarily_unavailable"));
     assert_eq!(r.header("retry-after"), Some("1"));
 }
 
@@ -328,52 +276,30 @@ async fn tokens_can_come_from_a_cookie_or_a_header_when_configured() {
     let (_fake, v) = fake_verifier().await;
     let token = fake_token("s1", 3600);
     let addr = protected(
-        CognitoAuth::new(v.clone())
-            .token_from_cookie("access_token")
-            .token_from_header("x-access-token"),
+        CognitoAuth::new(v.clone()).token_from_cookie("access_token").token_from_header("x-access-token"),
     );
     assert_eq!(
-        get(
-            addr,
-            "/me",
-            &[("Cookie", &format!("theme=dark; access_token={token}"))]
-        )
-        .await
-        .status,
+        get(addr, "/me", &[("Cookie", &format!("theme=dark; access_token={token}"))]).await.status,
         200
     );
     assert_eq!(get(addr, "/me", &[("X-Access-Token", &token)]).await.status, 200);
     // Not configured: ignored.
     let plain = protected(CognitoAuth::new(v));
-    assert_eq!(
-        get(plain, "/me", &[("Cookie", &format!("access_token={token}"))])
-            .await
-            .status,
-        401
-    );
+    assert_eq!(get(plain, "/me", &[("Cookie", &format!("access_token={token}"))]).await.status, 401);
 }
 
 #[actix_web::test]
 async fn non_utf8_and_oversized_authorization_values_get_401_without_a_call() {
     let (fake, v) = fake_verifier().await;
     let addr = protected(CognitoAuth::new(v));
-    let r = request_raw(
-        addr,
-        "GET",
-        "/me",
-        &[b"Authorization: Bearer \xff\xfe\x80abc.def.ghi"],
-    )
-    .await;
+    let r = request_raw(addr, "GET", "/me", &[b"Authorization: Bearer \xff\xfe\x80abc.def.ghi"]).await;
     assert_eq!(r.status, 401);
     let mut raw = b"Authorization: Bearer eyJ".to_vec();
     raw.extend_from_slice(&[0xff, 0xc3, 0x28]);
     raw.extend_from_slice(b".eyJ.sig");
     assert_eq!(request_raw(addr, "GET", "/me", &[&raw]).await.status, 401);
     let big = format!("Authorization: Bearer {}", "a".repeat(12_000));
-    assert_eq!(
-        request_raw(addr, "GET", "/me", &[big.as_bytes()]).await.status,
-        401
-    );
+    assert_eq!(request_raw(addr, "GET", "/me", &[big.as_bytes()]).await.status, 401);
     assert_eq!(fake.get_user_calls(), 0);
 }
 
@@ -393,8 +319,6 @@ async fn a_misconfigured_middleware_fails_when_the_app_starts() {
     }
     let ok = CognitoAuth::new(v).realm("shop").require_any_group(["a"]);
     let svc = ok.new_transform(service).await.unwrap();
-    let _ = svc
-        .call(actix_web::test::TestRequest::default().to_srv_request())
-        .await;
+    let _ = svc.call(actix_web::test::TestRequest::default().to_srv_request()).await;
     let _ = AuthErrorKind::MissingToken;
 }

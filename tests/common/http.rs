@@ -14,10 +14,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -40,31 +37,17 @@ pub async fn request_raw(addr: SocketAddr, method: &str, path: &str, headers: &[
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").expect("a full HTTP answer");
     let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    Reply { status, headers, body: body.to_owned() }
 }
 
 /// Sends one request with these headers.
 pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let lines: Vec<Vec<u8>> = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}").into_bytes())
-        .collect();
+    let lines: Vec<Vec<u8>> = headers.iter().map(|(k, v)| format!("{k}: {v}").into_bytes()).collect();
     let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
     request_raw(addr, "GET", path, &refs).await
 }

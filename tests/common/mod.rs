@@ -40,25 +40,18 @@ pub const ALICE_ATTRIBUTES: &[(&str, &str)] = &[
 pub async fn seeded(name: &str) -> Seeded {
     let emulator = emulator().await;
     let pool = emulator.create_pool(name).await.expect("create pool");
-    pool.create_user("alice", PASSWORD, ALICE_ATTRIBUTES)
-        .await
-        .expect("create user");
-    let tokens = pool
-        .sign_in(&pool.client_id, "alice", PASSWORD)
-        .await
-        .expect("sign in");
-    let proxy = FakeCognito::start(Behaviour::Forward(emulator.endpoint().to_owned()))
-        .await
-        .unwrap();
-    Seeded {
-        emulator,
-        pool,
-        tokens,
-        proxy,
-    }
+    pool.create_user("alice", PASSWORD, ALICE_ATTRIBUTES).await.expect("create user");
+    let tokens = pool.sign_in(&pool.client_id, "alice", PASSWORD).await.expect("sign in");
+    let proxy = FakeCognito::start(Behaviour::Forward(emulator.endpoint().to_owned())).await.unwrap();
+    Seeded { emulator, pool, tokens, proxy }
 }
 
 impl Seeded {
+    /// Where the emulator serves the pool's keys.
+    pub fn jwks_url(&self) -> String {
+        format!("{}/{}/.well-known/jwks.json", self.emulator.endpoint(), self.pool.pool_id)
+    }
+
     /// A verifier builder for the pool, whose calls go through the counting proxy.
     pub fn verifier(&self) -> actix_cognito::VerifierBuilder {
         self.pool.verifier().endpoint_url(self.proxy.endpoint())
@@ -117,9 +110,9 @@ pub fn access_claims(pool_id: &str, client_id: &str, sub: &str, ttl_secs: i64) -
 pub const FAKE_POOL: &str = "us-east-1_FakePool1";
 pub const FAKE_CLIENT: &str = "fakeclient1";
 
-/// A well-formed access token for the fake upstream's pool.
+/// An access token for the fake upstream's pool, signed with the key the fake serves.
 pub fn fake_token(sub: &str, ttl_secs: i64) -> String {
-    token_with(&access_claims(FAKE_POOL, FAKE_CLIENT, sub, ttl_secs))
+    actix_cognito::testing::TestSigner::default().sign(&access_claims(FAKE_POOL, FAKE_CLIENT, sub, ttl_secs))
 }
 
 /// The ways a token can be revoked in Cognito.
