@@ -311,7 +311,7 @@ impl VerifierBuilder {
             (None, None) => format!("{}/.well-known/jwks.json", issuers[0]),
         };
         range(self.jwks_refresh_interval >= Duration::from_secs(1), "jwks_refresh_interval", "at least 1 s")?;
-        let jwks = self.signature_check.then(|| JwksSettings {
+        let jwks = self.signature_check.then_some(JwksSettings {
             url: jwks_url,
             refresh_interval: self.jwks_refresh_interval,
             timeout: self.operation_timeout,

@@ -157,8 +157,8 @@ async fn cognito_refusing_connections_is_unavailable_not_a_rejection() {
     let s = seeded("down").await;
     // A port that was just free: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let verifier = s.verifier().endpoint_url(format!("http://127.0.0.1:{port}"))
-        .jwks_url(s.jwks_url()).build().unwrap();
+    let verifier =
+        s.verifier().endpoint_url(format!("http://127.0.0.1:{port}")).jwks_url(s.jwks_url()).build().unwrap();
     let started = Instant::now();
     let u = unavailable(verifier.verify(&s.tokens.access).await);
     assert_eq!(u.kind(), UnavailableKind::Connection);
