@@ -13,6 +13,14 @@ before="$(cat "$run/moto.pid" 2>/dev/null || true)"
 endpoint="$(./localstack/start.sh | tail -n 1)"
 after="$(cat "$run/moto.pid" 2>/dev/null || true)"
 export AWS_ENDPOINT_URL="$endpoint"
+server=""
+cleanup() {
+    [ -z "$server" ] || kill "$server" 2>/dev/null || true
+    if [ -n "$after" ] && [ "$after" != "$before" ]; then
+        ./localstack/stop.sh 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
 
 echo "building the examples..." >&2
 cargo build --quiet --features test-util --example seed --example server
@@ -28,15 +36,8 @@ set +a
 printf '%s' "$ALICE_TOKEN" >"$run/alice.token"
 printf '%s' "$ADMIN_TOKEN" >"$run/admin.token"
 
-cleanup() {
-    kill "$server" 2>/dev/null || true
-    if [ -n "$after" ] && [ "$after" != "$before" ]; then
-        ./localstack/stop.sh 2>/dev/null || true
-    fi
-}
 PORT="$port" COGNITO_CACHE_TTL_SECS=10 "$bin/server" &
 server=$!
-trap cleanup EXIT
 
 for _ in $(seq 1 100); do
     curl -sf "http://127.0.0.1:$port/health" >/dev/null && break

@@ -1,5 +1,6 @@
 //! The builder: every setting is checked once, when the verifier is built.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use crate::cache::CacheSettings;
@@ -32,6 +33,8 @@ pub struct VerifierBuilder {
     signature_check: bool,
     jwks_url: Option<String>,
     jwks_refresh_interval: Duration,
+    max_in_flight: usize,
+    max_per_second: Option<u32>,
 }
 
 /// The parts a built verifier is made of.
@@ -42,6 +45,8 @@ pub(crate) struct Settings {
     pub(crate) call: CallSettings,
     pub(crate) cache: CacheSettings,
     pub(crate) jwks: Option<JwksSettings>,
+    pub(crate) max_in_flight: usize,
+    pub(crate) max_per_second: Option<NonZeroU32>,
 }
 
 impl VerifierBuilder {
@@ -64,6 +69,8 @@ impl VerifierBuilder {
             signature_check: true,
             jwks_url: None,
             jwks_refresh_interval: Duration::from_secs(60),
+            max_in_flight: 64,
+            max_per_second: None,
         }
     }
 
@@ -216,6 +223,21 @@ impl VerifierBuilder {
         self
     }
 
+    /// Most `GetUser` calls in flight at once (default 64). A request that would need one more
+    /// gets "unavailable" (503 with `Retry-After`) instead of waiting; cached tokens are unaffected.
+    pub fn max_get_user_in_flight(mut self, calls: usize) -> Self {
+        self.max_in_flight = calls;
+        self
+    }
+
+    /// Most `GetUser` calls per second from this verifier (default: no cap). Set it below the
+    /// account's quota (about 120 per second by default) to leave room for other apps; a request
+    /// over it gets "unavailable" (503 with `Retry-After`), never a rejection.
+    pub fn max_get_user_per_second(mut self, calls: u32) -> Self {
+        self.max_per_second = Some(calls);
+        self
+    }
+
     /// Builds the verifier and fetches the pool's signing keys before returning, so that a
     /// wrong pool id, endpoint or network fails at start-up.
     ///
@@ -291,6 +313,14 @@ impl VerifierBuilder {
             "at least 1 s (Retry-After counts whole seconds)",
         )?;
         range(self.cache.capacity > 0, "cache_capacity", "at least 1")?;
+        range(self.max_in_flight > 0, "max_get_user_in_flight", "at least 1")?;
+        let max_per_second = match self.max_per_second {
+            Some(n) => Some(NonZeroU32::new(n).ok_or(ConfigError::InvalidSetting {
+                setting: "max_get_user_per_second",
+                reason: "at least 1",
+            })?),
+            None => None,
+        };
         range(self.cache.negative_capacity > 0, "negative_capacity", "at least 1")?;
 
         let suffix = if pool_region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
@@ -336,6 +366,8 @@ impl VerifierBuilder {
             },
             cache: self.cache,
             jwks,
+            max_in_flight: self.max_in_flight,
+            max_per_second,
             user_pool_id: self.user_pool_id,
             region: pool_region,
         }))

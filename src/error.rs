@@ -265,6 +265,8 @@ pub enum UnavailableKind {
     Timeout,
     /// No connection could be made.
     Connection,
+    /// This process's own cap on `GetUser` calls (in flight or per second) was reached.
+    LocalLimit,
     /// Any other failure: an unexpected error code or an unreadable answer.
     Other,
 }
@@ -278,6 +280,7 @@ impl UnavailableKind {
             UnavailableKind::Forbidden => "forbidden",
             UnavailableKind::Timeout => "timeout",
             UnavailableKind::Connection => "connection",
+            UnavailableKind::LocalLimit => "local_limit",
             UnavailableKind::Other => "other",
         }
     }

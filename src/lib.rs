@@ -15,6 +15,7 @@ mod cognito;
 mod config;
 mod error;
 mod extract;
+mod guard;
 mod jwks;
 mod middleware;
 mod token;

@@ -324,6 +324,7 @@ pub enum Behaviour {
 
 struct FakeState {
     behaviour: Mutex<Behaviour>,
+    revoked: Mutex<std::collections::HashSet<String>>,
     jwks: Mutex<Option<String>>,
     jwks_down: AtomicBool,
     jwks_fetches: AtomicU64,
@@ -362,6 +363,7 @@ impl FakeCognito {
             (!matches!(behaviour, Behaviour::Forward(_))).then(|| TestSigner::default().jwks().to_string());
         let state = Arc::new(FakeState {
             behaviour: Mutex::new(behaviour),
+            revoked: Mutex::default(),
             jwks: Mutex::new(jwks),
             jwks_down: AtomicBool::new(false),
             jwks_fetches: AtomicU64::new(0),
@@ -411,6 +413,12 @@ impl FakeCognito {
     /// `GetUser` calls received so far.
     pub fn get_user_calls(&self) -> u64 {
         self.state.calls.load(SeqCst)
+    }
+
+    /// With [`Behaviour::User`], answers `NotAuthorizedException` for this token from now on,
+    /// as Cognito does after a sign-out.
+    pub fn revoke(&self, token: &str) {
+        self.state.revoked.lock().unwrap().insert(token.to_owned());
     }
 
     /// Serves this JWKS document at `/{pool}/.well-known/jwks.json` (any pool); `None` forwards
@@ -517,6 +525,13 @@ async fn forward(upstream: &str, request: &Message) -> Result<Vec<u8>, BoxError>
     Ok(response(status, &headers, &answer.body))
 }
 
+fn is_revoked(state: &FakeState, request: &Message) -> bool {
+    let token = serde_json::from_slice::<serde_json::Value>(&request.body)
+        .ok()
+        .and_then(|v| v.get("AccessToken").and_then(|t| t.as_str().map(str::to_owned)));
+    token.is_some_and(|t| state.revoked.lock().unwrap().contains(&t))
+}
+
 async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
     let mut buf = Vec::new();
     while let Ok(Some(request)) = read_message(&mut stream, &mut buf).await {
@@ -563,6 +578,16 @@ async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
                 while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
                 state.in_flight.fetch_sub(1, SeqCst);
                 return;
+            }
+            (Behaviour::User { .. }, true) if is_revoked(&state, &request) => {
+                let code = "NotAuthorizedException";
+                let body = serde_json::json!({"__type": code, "message": "Access Token has been revoked"})
+                    .to_string();
+                response(
+                    400,
+                    &[("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", code)],
+                    body.as_bytes(),
+                )
             }
             (Behaviour::User { username, attributes }, true) => {
                 let attrs: Vec<_> =

@@ -8,6 +8,7 @@ use crate::cache::{exp_instant, Caches, Counters, Entry, Stats};
 use crate::cognito::Cognito;
 use crate::config::{Settings, VerifierBuilder};
 use crate::error::{Rejection, VerifyError};
+use crate::guard::QuotaGuard;
 use crate::jwks::KeySet;
 use crate::token::{self, ClaimPolicy, Claims, TokenKey};
 use crate::user::{CognitoUser, MachineClient, Principal};
@@ -40,6 +41,7 @@ struct Inner {
     policy: ClaimPolicy,
     cognito: Cognito,
     keys: Option<KeySet>,
+    guard: QuotaGuard,
     caches: Caches,
     counters: Counters,
     /// Bumped by every invalidation, so that a `GetUser` answer that was on its way while the
@@ -68,6 +70,7 @@ impl Verifier {
         Verifier(Arc::new(Inner {
             cognito: Cognito::new(&s.call),
             keys: s.jwks.map(KeySet::new),
+            guard: QuotaGuard::new(s.max_in_flight, s.max_per_second, s.call.retry_after),
             caches: Caches::new(s.cache),
             policy: s.policy,
             user_pool_id: s.user_pool_id,
@@ -326,6 +329,7 @@ impl Verifier {
             // The local checks admitted only base64url and dots.
             let token =
                 std::str::from_utf8(token).map_err(|_| VerifyError::Rejected(Rejection::Malformed))?;
+            let _permit = inner.guard.admit()?;
             Counters::bump(&inner.counters.get_user_calls);
             let answer = inner.cognito.get_user(token).await?;
             Ok(Principal::User(CognitoUser::new(answer.username, answer.attributes, claims)))
