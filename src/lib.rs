@@ -25,6 +25,39 @@ mod verifier;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
+/// The token parser and claim checks, for the fuzz targets in `fuzz/`. Not a public API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::token::{self, ClaimPolicy};
+
+    /// Strips the bearer scheme, parses and checks the token against a fixed policy, and checks
+    /// the invariants the verifier relies on. Returns whether the token passed.
+    pub fn check(header_value: &[u8]) -> bool {
+        let policy = ClaimPolicy {
+            issuers: vec!["https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Fuzz".into()],
+            client_ids: vec!["fuzzclient".into()],
+            leeway_secs: 5,
+            max_len: 8192,
+        };
+        let Some(raw) = token::strip_bearer(header_value) else { return false };
+        let _ = token::key(raw);
+        match policy.verify(raw, 1_900_000_000) {
+            Ok(claims) => {
+                assert!(raw.len() <= 8192);
+                assert!(raw.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')));
+                assert_eq!(raw.iter().filter(|b| **b == b'.').count(), 2);
+                assert_eq!(claims.token_use, "access");
+                assert!(policy.issuers.contains(&claims.iss));
+                assert!(claims.exp + 5 > 1_900_000_000);
+                assert!(claims.username.is_some());
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
 pub use cache::Stats;
 pub use config::VerifierBuilder;
 pub use error::{ConfigError, Rejection, Unavailable, UnavailableKind, VerifyError};

@@ -300,6 +300,64 @@ mod tests {
         assert!(p.verify(t.as_bytes(), 1_900_000_000).is_ok());
     }
 
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn claim_strategy() -> impl Strategy<Value = serde_json::Value> {
+            (
+                prop_oneof![Just("access".to_owned()), Just("id".to_owned()), "[a-z]{0,8}"],
+                prop_oneof![Just(POOL_ISS.to_owned()), "https://[a-z.-]{1,40}/[A-Za-z0-9_-]{1,20}"],
+                prop_oneof![Just("client1".to_owned()), "[a-z0-9]{0,12}"],
+                prop_oneof![1_900_000_001i64..2_100_000_000, -1_000i64..1_900_000_000],
+                proptest::option::of("[a-z]{1,12}"),
+                prop_oneof![Just(ADMIN_SCOPE.to_owned()), "[a-z/. ]{0,30}"],
+            )
+                .prop_map(|(token_use, iss, client_id, exp, username, scope)| {
+                    serde_json::json!({
+                        "token_use": token_use, "iss": iss, "client_id": client_id, "exp": exp,
+                        "sub": "s", "username": username, "scope": scope,
+                    })
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn the_parser_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                let _ = policy().verify(&bytes, 1_900_000_000);
+            }
+
+            #[test]
+            fn the_parser_never_panics_on_near_tokens(a in "[A-Za-z0-9_=+/-]{0,64}", b in "[A-Za-z0-9_=+/.-]{0,400}", c in "[A-Za-z0-9_-]{0,64}") {
+                let _ = policy().verify(format!("{a}.{b}.{c}").as_bytes(), 1_900_000_000);
+            }
+
+            #[test]
+            fn a_token_passes_exactly_when_every_check_holds(c in claim_strategy()) {
+                let t = token(r#"{"alg":"RS256","kid":"k"}"#, &c.to_string());
+                let verdict = policy().verify(t.as_bytes(), 1_900_000_000);
+                let expected = c["token_use"] == "access"
+                    && c["iss"] == POOL_ISS
+                    && c["client_id"] == "client1"
+                    && c["exp"].as_i64().unwrap() > 1_900_000_000
+                    && c["username"].is_string()
+                    && c["scope"].as_str().unwrap().split_ascii_whitespace().any(|s| s == ADMIN_SCOPE);
+                prop_assert_eq!(verdict.is_ok(), expected, "{}", c);
+            }
+
+            #[test]
+            fn any_change_to_an_accepted_token_changes_its_cache_key(i in 0usize..200, b in any::<u8>()) {
+                let t = claims(&[]).into_bytes();
+                let i = i % t.len();
+                prop_assume!(t[i] != b);
+                let mut changed = t.clone();
+                changed[i] = b;
+                prop_assert_ne!(key(&t), key(&changed));
+            }
+        }
+    }
+
     #[test]
     fn bearer_scheme_is_case_insensitive_and_needs_one_space() {
         assert_eq!(strip_bearer(b"Bearer abc"), Some(&b"abc"[..]));
