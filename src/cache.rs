@@ -96,6 +96,7 @@ pub(crate) struct Counters {
     pub(crate) coalesced: AtomicU64,
     pub(crate) get_user_calls: AtomicU64,
     pub(crate) stale_served: AtomicU64,
+    pub(crate) shared_hits: AtomicU64,
     pub(crate) unavailable: AtomicU64,
     pub(crate) rejections: [AtomicU64; Rejection::ALL.len()],
 }
@@ -128,6 +129,8 @@ pub struct Stats {
     pub get_user_calls: u64,
     /// Requests let through on a stale verdict while Cognito was unavailable.
     pub stale_served: u64,
+    /// Misses answered by a verdict another instance shared through Redis (fleet mode).
+    pub shared_hits: u64,
     /// Requests answered "unavailable".
     pub unavailable: u64,
     /// Rejections by reason, local and remote, cached or not.
@@ -158,6 +161,7 @@ impl Stats {
             coalesced: get(&c.coalesced),
             get_user_calls: get(&c.get_user_calls),
             stale_served: get(&c.stale_served),
+            shared_hits: get(&c.shared_hits),
             unavailable: get(&c.unavailable),
             rejections: Rejection::ALL
                 .iter()

@@ -7,7 +7,6 @@ use aws_sdk_cognitoidentityprovider::config::retry::RetryConfig;
 use aws_sdk_cognitoidentityprovider::config::timeout::TimeoutConfig;
 use aws_sdk_cognitoidentityprovider::config::{BehaviorVersion, Region};
 use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_cognitoidentityprovider::operation::get_user::GetUserError;
 use aws_sdk_cognitoidentityprovider::Client;
 
 use crate::error::{Rejection, Unavailable, UnavailableKind, VerifyError};
@@ -74,71 +73,65 @@ impl Cognito {
             Err(err) => Err(classify(&err, self.retry_after)),
         }
     }
+
+    /// Signs the token's user out everywhere: every token of that sign-in family is revoked.
+    pub(crate) async fn global_sign_out(&self, token: &str) -> Result<(), VerifyError> {
+        match self.client.global_sign_out().access_token(token).send().await {
+            Ok(_) => Ok(()),
+            Err(err) => Err(classify(&err, self.retry_after)),
+        }
+    }
 }
 
-/// Splits `GetUser` failures into "the token is bad" and "Cognito could not say".
+/// Splits failures of the token-authorized calls (`GetUser`, `GlobalSignOut`) into "the token
+/// is bad" and "Cognito could not say".
 ///
 /// Only the four answers that speak of the token or its user are rejections; everything else,
 /// unknown error codes included, is unavailability: failing closed with a 503 is always safe,
 /// a 401 for Cognito's own trouble would sign users out for nothing.
-pub(crate) fn classify(err: &SdkError<GetUserError>, retry_after: Duration) -> VerifyError {
+pub(crate) fn classify<E: ProvideErrorMetadata>(err: &SdkError<E>, retry_after: Duration) -> VerifyError {
     let unavailable = |kind| VerifyError::Unavailable(Unavailable::new(kind, retry_after));
     match err {
         SdkError::ServiceError(e) => {
-            let e = e.err();
-            let verdict = match e {
-                GetUserError::NotAuthorizedException(_) => VerifyError::Rejected(Rejection::NotAuthorized),
-                GetUserError::UserNotFoundException(_) => VerifyError::Rejected(Rejection::UserNotFound),
-                GetUserError::PasswordResetRequiredException(_) => {
-                    VerifyError::Rejected(Rejection::PasswordResetRequired)
-                }
-                GetUserError::UserNotConfirmedException(_) => {
-                    VerifyError::Rejected(Rejection::UserNotConfirmed)
-                }
-                GetUserError::TooManyRequestsException(_) => unavailable(UnavailableKind::Throttled),
-                GetUserError::InternalErrorException(_) => unavailable(UnavailableKind::ServiceError),
-                GetUserError::ForbiddenException(_) => unavailable(UnavailableKind::Forbidden),
-                _ if e.code().is_some_and(|c| c.contains("Throttl")) => {
-                    unavailable(UnavailableKind::Throttled)
-                }
-                _ if err.raw_response().is_some_and(|r| r.status().is_server_error()) => {
-                    unavailable(UnavailableKind::ServiceError)
-                }
+            let code = e.err().code().unwrap_or("none");
+            let verdict = match code {
+                "NotAuthorizedException" => VerifyError::Rejected(Rejection::NotAuthorized),
+                "UserNotFoundException" => VerifyError::Rejected(Rejection::UserNotFound),
+                "PasswordResetRequiredException" => VerifyError::Rejected(Rejection::PasswordResetRequired),
+                "UserNotConfirmedException" => VerifyError::Rejected(Rejection::UserNotConfirmed),
+                "TooManyRequestsException" => unavailable(UnavailableKind::Throttled),
+                c if c.contains("Throttl") => unavailable(UnavailableKind::Throttled),
+                "InternalErrorException" => unavailable(UnavailableKind::ServiceError),
+                "ForbiddenException" => unavailable(UnavailableKind::Forbidden),
+                _ if e.raw().status().is_server_error() => unavailable(UnavailableKind::ServiceError),
                 _ => unavailable(UnavailableKind::Other),
             };
             match &verdict {
                 VerifyError::Unavailable(u) if u.kind() == UnavailableKind::Other => {
-                    tracing::error!(
-                        code = e.code().unwrap_or("none"),
-                        "unexpected GetUser error from Cognito"
-                    );
+                    tracing::error!(code, "unexpected error from Cognito");
                 }
                 VerifyError::Unavailable(u) => {
-                    tracing::warn!(
-                        kind = u.kind().as_str(),
-                        code = e.code().unwrap_or("none"),
-                        "Cognito GetUser failed"
-                    );
+                    tracing::warn!(kind = u.kind().as_str(), code, "Cognito call failed");
                 }
                 VerifyError::Rejected(_) => {}
             }
             verdict
         }
         SdkError::TimeoutError(_) => {
-            tracing::warn!("Cognito GetUser timed out");
+            tracing::warn!("Cognito call timed out");
             unavailable(UnavailableKind::Timeout)
         }
         SdkError::DispatchFailure(d) => {
             let kind = if d.is_timeout() { UnavailableKind::Timeout } else { UnavailableKind::Connection };
-            tracing::warn!(kind = kind.as_str(), "Cognito GetUser could not be sent");
+            tracing::warn!(kind = kind.as_str(), "Cognito call could not be sent");
             unavailable(kind)
         }
         SdkError::ResponseError(_) => {
-            tracing::warn!("Cognito GetUser answer could not be read");
+            tracing::warn!("Cognito's answer could not be read");
             unavailable(UnavailableKind::ServiceError)
         }
         _ => {
-            tracing::error!("Cognito GetUser request could not be built");
+            tracing::error!("the Cognito request could not be built");
             unavailable(UnavailableKind::Other)
         }
     }

@@ -35,6 +35,8 @@ pub struct VerifierBuilder {
     jwks_refresh_interval: Duration,
     max_in_flight: usize,
     max_per_second: Option<u32>,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::fleet::FleetSettings>,
 }
 
 /// The parts a built verifier is made of.
@@ -47,6 +49,8 @@ pub(crate) struct Settings {
     pub(crate) jwks: Option<JwksSettings>,
     pub(crate) max_in_flight: usize,
     pub(crate) max_per_second: Option<NonZeroU32>,
+    #[cfg(feature = "redis")]
+    pub(crate) fleet: Option<crate::fleet::Fleet>,
 }
 
 impl VerifierBuilder {
@@ -71,6 +75,8 @@ impl VerifierBuilder {
             jwks_refresh_interval: Duration::from_secs(60),
             max_in_flight: 64,
             max_per_second: None,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 
@@ -238,6 +244,41 @@ impl VerifierBuilder {
         self
     }
 
+    /// Fleet mode (feature `redis`): shares verdicts with every instance through the Redis at
+    /// `url` (`redis://` or, recommended, `rediss://` with an ACL user), and broadcasts
+    /// invalidations over pub/sub. Lookups go local cache, then Redis, then Cognito. Redis
+    /// trouble never fails a request: each operation has a 50 ms timeout and a failure skips
+    /// Redis for 5 s.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.redis = Some(crate::fleet::FleetSettings {
+            url: url.into(),
+            prefix: "actix-cognito:".into(),
+            timeout: Duration::from_millis(50),
+            breaker: Duration::from_secs(5),
+        });
+        self
+    }
+
+    /// The prefix of every Redis key and of the pub/sub channel (default `actix-cognito:`).
+    /// Instances share verdicts only with instances of the same prefix.
+    #[cfg(feature = "redis")]
+    pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
+        if let Some(r) = &mut self.redis {
+            r.prefix = prefix.into();
+        }
+        self
+    }
+
+    /// The timeout of each Redis operation (default 50 ms).
+    #[cfg(feature = "redis")]
+    pub fn redis_timeout(mut self, timeout: Duration) -> Self {
+        if let Some(r) = &mut self.redis {
+            r.timeout = timeout;
+        }
+        self
+    }
+
     /// Builds the verifier and fetches the pool's signing keys before returning, so that a
     /// wrong pool id, endpoint or network fails at start-up.
     ///
@@ -348,7 +389,17 @@ impl VerifierBuilder {
             retry_after: self.retry_after,
         });
 
+        #[cfg(feature = "redis")]
+        let fleet = match self.redis {
+            Some(settings) => Some(
+                crate::fleet::Fleet::new(settings.clone())
+                    .map_err(|reason| ConfigError::InvalidRedisUrl { value: settings.url.clone(), reason })?,
+            ),
+            None => None,
+        };
         Ok(Verifier::from_settings(Settings {
+            #[cfg(feature = "redis")]
+            fleet,
             policy: ClaimPolicy {
                 issuers,
                 client_ids: self.client_ids,

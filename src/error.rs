@@ -46,6 +46,14 @@ pub enum ConfigError {
     /// The pool's signing keys could not be fetched at start-up.
     #[error("{0}: check the user pool id, the endpoint and the network, or call `.build()` to fetch the keys lazily")]
     Jwks(String),
+    /// The Redis URL of fleet mode is malformed.
+    #[error("Redis URL `{value}` is malformed ({reason}): expected `redis://host:6379` or `rediss://user:password@host:6380`")]
+    InvalidRedisUrl {
+        /// The rejected value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
     /// A numeric setting is out of range.
     #[error("setting `{setting}` is out of range: {reason}")]
     InvalidSetting {

@@ -15,6 +15,8 @@ mod cognito;
 mod config;
 mod error;
 mod extract;
+#[cfg(feature = "redis")]
+mod fleet;
 mod guard;
 mod jwks;
 mod middleware;
@@ -25,11 +27,22 @@ mod verifier;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
-/// The token parser and claim checks, for the fuzz targets in `fuzz/`. Not a public API.
+/// The token parser and claim checks, for the fuzz targets in `fuzz/` and the benchmarks.
+/// Not a public API.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
     use crate::token::{self, ClaimPolicy};
+
+    /// What follows `Bearer ` in an `Authorization` value.
+    pub fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
+        token::strip_bearer(value)
+    }
+
+    /// The cache key of a token.
+    pub fn key(token: &[u8]) -> [u8; 32] {
+        token::key(token)
+    }
 
     /// Strips the bearer scheme, parses and checks the token against a fixed policy, and checks
     /// the invariants the verifier relies on. Returns whether the token passed.

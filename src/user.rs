@@ -321,3 +321,59 @@ impl Principal {
         }
     }
 }
+
+/// The form a user takes in a shared cache (fleet mode): every field, compact names.
+#[cfg(feature = "redis")]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredUser {
+    u: String,
+    s: String,
+    a: BTreeMap<String, String>,
+    c: String,
+    sc: Vec<String>,
+    g: Vec<String>,
+    e: i64,
+    i: Option<i64>,
+    t: Option<i64>,
+    j: Option<String>,
+    o: Option<String>,
+}
+
+#[cfg(feature = "redis")]
+impl From<&CognitoUser> for StoredUser {
+    fn from(user: &CognitoUser) -> Self {
+        let i = &user.0;
+        StoredUser {
+            u: i.username.clone(),
+            s: i.sub.clone(),
+            a: i.attributes.clone(),
+            c: i.client_id.clone(),
+            sc: i.scopes.clone(),
+            g: i.groups.clone(),
+            e: i.exp,
+            i: i.iat,
+            t: i.auth_time,
+            j: i.jti.clone(),
+            o: i.origin_jti.clone(),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl From<StoredUser> for CognitoUser {
+    fn from(s: StoredUser) -> Self {
+        CognitoUser(Arc::new(Inner {
+            username: s.u,
+            sub: s.s,
+            attributes: s.a,
+            client_id: s.c,
+            scopes: s.sc,
+            groups: s.g,
+            exp: s.e,
+            iat: s.i,
+            auth_time: s.t,
+            jti: s.j,
+            origin_jti: s.o,
+        }))
+    }
+}

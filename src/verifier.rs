@@ -8,6 +8,8 @@ use crate::cache::{exp_instant, Caches, Counters, Entry, Stats};
 use crate::cognito::Cognito;
 use crate::config::{Settings, VerifierBuilder};
 use crate::error::{Rejection, VerifyError};
+#[cfg(feature = "redis")]
+use crate::fleet::{unix_ms, Fleet, Message, Shared};
 use crate::guard::QuotaGuard;
 use crate::jwks::KeySet;
 use crate::token::{self, ClaimPolicy, Claims, TokenKey};
@@ -42,11 +44,61 @@ struct Inner {
     cognito: Cognito,
     keys: Option<KeySet>,
     guard: QuotaGuard,
+    #[cfg(feature = "redis")]
+    fleet: Option<Fleet>,
     caches: Caches,
     counters: Counters,
     /// Bumped by every invalidation, so that a `GetUser` answer that was on its way while the
     /// invalidation ran is not cached.
     epoch: AtomicU64,
+}
+
+impl Inner {
+    async fn invalidate_local_token(&self, key: &TokenKey) {
+        self.epoch.fetch_add(1, Relaxed);
+        self.caches.fresh.invalidate(key).await;
+        if let Some(stale) = &self.caches.stale {
+            stale.invalidate(key).await;
+        }
+    }
+
+    fn invalidate_local_user(&self, id: &str) {
+        self.epoch.fetch_add(1, Relaxed);
+        let id = id.to_owned();
+        let matches = move |_: &TokenKey, e: &Entry| {
+            e.principal.user().is_some_and(|u| u.sub() == id || u.username() == id)
+        };
+        for cache in std::iter::once(&self.caches.fresh).chain(&self.caches.stale) {
+            // Cannot fail: every positive cache is built with invalidation closures.
+            let _ = cache.invalidate_entries_if(matches.clone());
+        }
+    }
+
+    fn invalidate_local_all(&self) {
+        self.epoch.fetch_add(1, Relaxed);
+        self.caches.fresh.invalidate_all();
+        if let Some(stale) = &self.caches.stale {
+            stale.invalidate_all();
+        }
+        if let Some(negative) = &self.caches.negative {
+            negative.invalidate_all();
+        }
+    }
+
+    /// Applies an invalidation broadcast by another instance.
+    #[cfg(feature = "redis")]
+    fn invalidate_local(&self, message: Message) {
+        match message {
+            Message::Token(key) => {
+                self.epoch.fetch_add(1, Relaxed);
+                for cache in std::iter::once(&self.caches.fresh).chain(&self.caches.stale) {
+                    let _ = cache.invalidate_entries_if(move |k, _| *k == key);
+                }
+            }
+            Message::User(id) => self.invalidate_local_user(&id),
+            Message::All => self.invalidate_local_all(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Verifier {
@@ -71,6 +123,8 @@ impl Verifier {
             cognito: Cognito::new(&s.call),
             keys: s.jwks.map(KeySet::new),
             guard: QuotaGuard::new(s.max_in_flight, s.max_per_second, s.call.retry_after),
+            #[cfg(feature = "redis")]
+            fleet: s.fleet,
             caches: Caches::new(s.cache),
             policy: s.policy,
             user_pool_id: s.user_pool_id,
@@ -214,7 +268,17 @@ impl Verifier {
         let mut loaded_here = false;
         let load = async {
             loaded_here = true;
+            #[cfg(feature = "redis")]
+            if let Some(fleet) = &inner.fleet {
+                if let Some(shared) = self.shared_verdict(fleet, &key).await {
+                    return shared;
+                }
+            }
             let verdict = self.resolve(token, claims, machine).await;
+            #[cfg(feature = "redis")]
+            if let Some(fleet) = &inner.fleet {
+                self.share(fleet, &key, &verdict).await;
+            }
             self.entry_for(key, verdict).await
         };
         let result = inner.caches.fresh.try_get_with(key, load).await;
@@ -237,6 +301,47 @@ impl Verifier {
                 }
                 Err(err)
             }
+        }
+    }
+
+    /// The verdict another instance shared through Redis, if any.
+    #[cfg(feature = "redis")]
+    async fn shared_verdict(&self, fleet: &Fleet, key: &TokenKey) -> Option<Result<Entry, VerifyError>> {
+        let inner = &*self.0;
+        let weak = Arc::downgrade(&self.0);
+        fleet.listen(weak, |inner: &Inner, message| inner.invalidate_local(message));
+        match fleet.get(key).await? {
+            Shared::User(user, until_ms) => {
+                Counters::bump(&inner.counters.shared_hits);
+                let now = Instant::now();
+                let until = exp_instant(user.exp(), now)
+                    .min(now + inner.caches.settings.ttl)
+                    .min(now + std::time::Duration::from_millis(until_ms.saturating_sub(unix_ms())));
+                Some(Ok(Entry { principal: Principal::User(user), until }))
+            }
+            Shared::Rejected(r) => {
+                Counters::bump(&inner.counters.shared_hits);
+                inner.counters.reject(r);
+                if let Some(negative) = &inner.caches.negative {
+                    negative.insert(*key, r).await;
+                }
+                Some(Err(VerifyError::Rejected(r)))
+            }
+        }
+    }
+
+    /// Shares Cognito's verdict with the fleet: a user, or a rejection Cognito made.
+    #[cfg(feature = "redis")]
+    async fn share(&self, fleet: &Fleet, key: &TokenKey, verdict: &Result<Principal, VerifyError>) {
+        let settings = &self.0.caches.settings;
+        match verdict {
+            Ok(Principal::User(user)) => {
+                fleet.put_user(key, user, unix_ms() + settings.ttl.as_millis() as u64).await
+            }
+            Err(VerifyError::Rejected(r)) if !r.is_local() && !settings.negative_ttl.is_zero() => {
+                fleet.put_rejection(key, *r, settings.negative_ttl).await;
+            }
+            _ => {}
         }
     }
 
@@ -341,43 +446,49 @@ impl Verifier {
         verdict
     }
 
-    /// Forgets the verdict for one token: its next request goes to Cognito.
+    /// Forgets the verdict for one token, here and (in fleet mode) on every instance: its next
+    /// request goes to Cognito.
     pub async fn invalidate_token(&self, token: &str) {
-        let inner = &*self.0;
-        inner.epoch.fetch_add(1, Relaxed);
         let key = token::key(token.as_bytes());
-        inner.caches.fresh.invalidate(&key).await;
-        if let Some(stale) = &inner.caches.stale {
-            stale.invalidate(&key).await;
+        self.0.invalidate_local_token(&key).await;
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.0.fleet {
+            fleet.invalidate_token(&key).await;
         }
     }
 
-    /// Forgets every verdict of one user, named by `sub` or by username: the next request of
-    /// each of their tokens goes to Cognito. Call it after signing a user out yourself.
-    pub fn invalidate_user(&self, sub_or_username: &str) {
-        let inner = &*self.0;
-        inner.epoch.fetch_add(1, Relaxed);
-        let id = sub_or_username.to_owned();
-        let matches = move |_: &TokenKey, e: &Entry| {
-            e.principal.user().is_some_and(|u| u.sub() == id || u.username() == id)
-        };
-        for cache in std::iter::once(&inner.caches.fresh).chain(&inner.caches.stale) {
-            // Cannot fail: every positive cache is built with invalidation closures.
-            let _ = cache.invalidate_entries_if(matches.clone());
+    /// Forgets every verdict of one user, named by `sub` or by username, here and (in fleet
+    /// mode) on every instance: the next request of each of their tokens goes to Cognito. Call
+    /// it after signing a user out yourself.
+    pub async fn invalidate_user(&self, sub_or_username: &str) {
+        self.0.invalidate_local_user(sub_or_username);
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.0.fleet {
+            fleet.invalidate_user(sub_or_username).await;
         }
     }
 
-    /// Forgets every verdict, positive and negative.
-    pub fn invalidate_all(&self) {
-        let inner = &*self.0;
-        inner.epoch.fetch_add(1, Relaxed);
-        inner.caches.fresh.invalidate_all();
-        if let Some(stale) = &inner.caches.stale {
-            stale.invalidate_all();
+    /// Forgets every verdict, positive and negative, here and (in fleet mode) on every instance.
+    pub async fn invalidate_all(&self) {
+        self.0.invalidate_local_all();
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.0.fleet {
+            fleet.invalidate_all().await;
         }
-        if let Some(negative) = &inner.caches.negative {
-            negative.invalidate_all();
-        }
+    }
+
+    /// Signs the token's user out of every device (Cognito `GlobalSignOut`, authorized by the
+    /// token itself), then forgets every verdict of that user, so that their tokens are refused
+    /// at once rather than when the cache TTL runs out.
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify) when the token is not good, or when Cognito could not be
+    /// asked to sign the user out.
+    pub async fn global_sign_out(&self, token: &str) -> Result<(), VerifyError> {
+        let user = self.verify(token).await?;
+        self.0.cognito.global_sign_out(token).await?;
+        self.invalidate_user(user.sub()).await;
+        Ok(())
     }
 
     /// A snapshot of the counters and entry counts.

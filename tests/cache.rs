@@ -158,7 +158,7 @@ async fn invalidate_user_forces_a_new_call_for_every_token_of_that_user() {
     }
     assert_eq!(fake.get_user_calls(), 3);
     // The fake answers with its own `sub`-less attributes, so `sub` comes from the token.
-    verifier.invalidate_user("sub-a");
+    verifier.invalidate_user("sub-a").await;
     for t in [&a1, &a2, &b] {
         verifier.verify(t).await.unwrap();
     }
@@ -168,7 +168,7 @@ async fn invalidate_user_forces_a_new_call_for_every_token_of_that_user() {
     verifier.verify(&b).await.unwrap();
     assert_eq!(fake.get_user_calls(), 6);
 
-    verifier.invalidate_all();
+    verifier.invalidate_all().await;
     for t in [&a1, &a2, &b] {
         verifier.verify(t).await.unwrap();
     }
@@ -181,7 +181,7 @@ async fn invalidate_user_by_username_works_too() {
     let verifier = verifier(&fake).build().unwrap();
     let token = fake_token("s1", 3600);
     verifier.verify(&token).await.unwrap();
-    verifier.invalidate_user("alice");
+    verifier.invalidate_user("alice").await;
     verifier.verify(&token).await.unwrap();
     assert_eq!(fake.get_user_calls(), 2);
 }

@@ -1,0 +1,54 @@
+//! The cached path in isolation: bearer parsing, hashing and the cache hit; and the claim checks
+//! that a miss runs before any remote call.
+//!
+//! ```text
+//! cargo bench --all-features --bench hot_path
+//! ```
+
+use std::hint::black_box;
+
+use actix_cognito::fuzzing;
+use actix_cognito::testing::{FakeCognito, TestSigner};
+use actix_cognito::Verifier;
+use criterion::{criterion_group, criterion_main, Criterion};
+
+fn claims() -> serde_json::Value {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    serde_json::json!({
+        "iss": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Fuzz",
+        "sub": "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee", "client_id": "fuzzclient", "token_use": "access",
+        "username": "alice", "scope": "aws.cognito.signin.user.admin", "exp": now + 3600, "iat": now,
+        "auth_time": now, "jti": "11111111-2222-4333-8444-555555555555",
+        "origin_jti": "66666666-7777-4888-8999-000000000000", "cognito:groups": ["staff"],
+    })
+}
+
+fn hot_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let token = TestSigner::default().sign(&claims());
+    let header = format!("Bearer {token}");
+    let (_fake, verifier) = rt.block_on(async {
+        let fake = FakeCognito::user("alice", &[("email", "alice@example.com")]).await.unwrap();
+        let verifier = Verifier::builder("eu-west-1_Fuzz")
+            .client_id("fuzzclient")
+            .endpoint_url(fake.endpoint())
+            .build()
+            .unwrap();
+        verifier.verify(&token).await.unwrap();
+        (fake, verifier)
+    });
+
+    c.bench_function("bearer + sha256 + cache hit", |b| {
+        b.to_async(&rt).iter(|| async {
+            let raw = fuzzing::strip_bearer(black_box(header.as_bytes())).unwrap();
+            verifier.verify_bytes(raw).await.unwrap()
+        })
+    });
+    c.bench_function("sha256 of the token", |b| b.iter(|| fuzzing::key(black_box(token.as_bytes()))));
+    c.bench_function("bearer + sha256 + claim checks (a miss, before any remote call)", |b| {
+        b.iter(|| fuzzing::check(black_box(header.as_bytes())))
+    });
+}
+
+criterion_group!(benches, hot_path);
+criterion_main!(benches);

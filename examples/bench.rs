@@ -1,0 +1,348 @@
+//! Load benchmark: what the middleware costs on the cached path and on a miss.
+//!
+//! ```text
+//! cargo run --release --features test-util --example bench [rtt_ms]
+//! ```
+//!
+//! One process: a fake `GetUser` upstream on loopback (default 20 ms round trip, as a real
+//! Cognito call takes), an Actix server with one worker thread, and a keep-alive load generator
+//! on other threads. The headline figure is the server worker's own CPU time per request (read
+//! from `/proc/thread-self/schedstat` around each run), which the load generator's use of the
+//! other core does not disturb. Routes, all receiving the same `Authorization` header:
+//!
+//! - `open`: no middleware;
+//! - `cached`: the middleware, token in the cache;
+//! - `uncached`: caching off, one `GetUser` call per request (the plain per-request approach);
+//! - `local`: a machine token on a route that allows them, caching off: signature check only.
+//!
+//! Then: memory per cached principal at 100k entries, single-flight under load, and the
+//! latency of a cache miss against the upstream round trip.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use actix_cognito::testing::{FakeCognito, TestSigner};
+use actix_cognito::{CognitoAuth, Principal, Verifier};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const POOL: &str = "us-east-1_BenchPool";
+const CLIENT: &str = "benchclient";
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn user_claims(sub: &str) -> serde_json::Value {
+    serde_json::json!({
+        "iss": format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}"),
+        "sub": sub, "client_id": CLIENT, "token_use": "access", "username": format!("user-{sub}"),
+        "scope": "aws.cognito.signin.user.admin", "exp": now() + 3600, "iat": now(),
+        "jti": format!("jti-{sub}"), "origin_jti": format!("origin-{sub}"),
+    })
+}
+
+fn machine_claims() -> serde_json::Value {
+    serde_json::json!({
+        "iss": format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}"),
+        "sub": CLIENT, "client_id": CLIENT, "token_use": "access", "scope": "orders/read",
+        "exp": now() + 3600, "iat": now(), "jti": "machine",
+    })
+}
+
+/// CPU time of the calling thread, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn ok(principal: Option<Principal>) -> HttpResponse {
+    HttpResponse::Ok().body(match principal {
+        Some(Principal::User(u)) => u.username().to_owned(),
+        Some(Principal::Machine(m)) => m.client_id().to_owned(),
+        None => "open".to_owned(),
+    })
+}
+
+async fn cpu() -> HttpResponse {
+    HttpResponse::Ok().body(thread_cpu_ns().to_string())
+}
+
+/// Sends `n` requests on one keep-alive connection; returns each latency.
+async fn run_connection(addr: std::net::SocketAddr, path: &str, token: &str, n: usize) -> Vec<Duration> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let mut line = String::new();
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        write.write_all(req.as_bytes()).await.unwrap();
+        line.clear();
+        read.read_line(&mut line).await.unwrap();
+        assert!(line.contains(" 200 "), "{path}: {line}");
+        let mut length = 0;
+        loop {
+            line.clear();
+            read.read_line(&mut line).await.unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        read.read_exact(&mut body).await.unwrap();
+        latencies.push(started.elapsed());
+    }
+    latencies
+}
+
+async fn server_cpu(addr: std::net::SocketAddr) -> u64 {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /cpu HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out.rsplit("\r\n\r\n").next().unwrap().trim().parse().unwrap()
+}
+
+struct Run {
+    name: &'static str,
+    requests: usize,
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    cpu_ns: f64,
+    calls: u64,
+}
+
+async fn load(
+    addr: std::net::SocketAddr,
+    fake: &FakeCognito,
+    name: &'static str,
+    path: &'static str,
+    token: &str,
+    connections: usize,
+    per_connection: usize,
+) -> Run {
+    let calls_before = fake.get_user_calls();
+    let cpu_before = server_cpu(addr).await;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let token = token.to_owned();
+            tokio::spawn(async move { run_connection(addr, path, &token, per_connection).await })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let cpu_after = server_cpu(addr).await;
+    latencies.sort();
+    let requests = latencies.len();
+    Run {
+        name,
+        requests,
+        rps: requests as f64 / elapsed.as_secs_f64(),
+        p50: latencies[requests / 2],
+        p99: latencies[requests * 99 / 100],
+        // Less the two /cpu requests themselves, which are negligible against thousands.
+        cpu_ns: (cpu_after - cpu_before) as f64 / requests as f64,
+        calls: fake.get_user_calls() - calls_before,
+    }
+}
+
+fn verifier(fake: &FakeCognito, ttl: Duration) -> actix_cognito::VerifierBuilder {
+    Verifier::builder(POOL).client_id(CLIENT).endpoint_url(fake.endpoint()).cache_ttl(ttl)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let rtt_ms: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
+    let rtt = Duration::from_millis(rtt_ms);
+    let fake = FakeCognito::user("bench", &[("email", "bench@example.com"), ("email_verified", "true")])
+        .await
+        .unwrap();
+    fake.set_latency(rtt);
+    let signer = TestSigner::default();
+    let user_token = signer.sign(&user_claims("bench"));
+    let machine_token = signer.sign(&machine_claims());
+
+    let cached = verifier(&fake, Duration::from_secs(600)).build_hydrated().await.unwrap();
+    let uncached = verifier(&fake, Duration::ZERO).build_hydrated().await.unwrap();
+    // The server runs on its own thread, one Actix worker: its CPU time is the middleware's.
+    let (tx, rx) = mpsc::channel();
+    let (c, u) = (cached.clone(), uncached.clone());
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            HttpServer::new(move || {
+                App::new()
+                    .route("/cpu", web::get().to(cpu))
+                    .route("/open", web::get().to(ok))
+                    .service(
+                        web::scope("/cached")
+                            .wrap(CognitoAuth::new(c.clone()))
+                            .route("/me", web::get().to(ok)),
+                    )
+                    .service(
+                        web::scope("/uncached")
+                            .wrap(CognitoAuth::new(u.clone()))
+                            .route("/me", web::get().to(ok)),
+                    )
+                    .service(
+                        web::scope("/local")
+                            .wrap(CognitoAuth::new(u.clone()).allow_machine_tokens())
+                            .route("/me", web::get().to(ok)),
+                    )
+            })
+            .workers(1)
+            .listen(listener)
+            .unwrap()
+            .disable_signals()
+            .run()
+            .await
+            .unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+
+    // Warm up: connections, the cache entry, the allocator.
+    let _ = load(addr, &fake, "warm-up", "/cached/me", &user_token, 4, 2_000).await;
+    let _ = load(addr, &fake, "warm-up", "/open", &user_token, 4, 2_000).await;
+
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        runs.push(load(addr, &fake, "open", "/open", &user_token, 16, 10_000).await);
+        runs.push(load(addr, &fake, "cached", "/cached/me", &user_token, 16, 10_000).await);
+    }
+    runs.push(load(addr, &fake, "uncached", "/uncached/me", &user_token, 16, 50).await);
+    runs.push(load(addr, &fake, "local", "/local/me", &machine_token, 16, 2_000).await);
+
+    println!(
+        "# actix-cognito load benchmark (upstream round trip {rtt_ms} ms, 1 server worker, 16 connections)"
+    );
+    println!();
+    println!("| route | requests | req/s | p50 | p99 | server CPU/request | GetUser calls |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in &runs {
+        println!(
+            "| {} | {} | {:.0} | {:.0} µs | {:.0} µs | {:.2} µs | {} |",
+            r.name,
+            r.requests,
+            r.rps,
+            r.p50.as_secs_f64() * 1e6,
+            r.p99.as_secs_f64() * 1e6,
+            r.cpu_ns / 1e3,
+            r.calls
+        );
+    }
+    let best = |name: &str| {
+        runs.iter().filter(|r| r.name == name).min_by(|a, b| a.cpu_ns.total_cmp(&b.cpu_ns)).unwrap()
+    };
+    let (open, hit) = (best("open"), best("cached"));
+    let fastest = |name: &str| runs.iter().filter(|r| r.name == name).map(|r| r.rps).fold(0.0, f64::max);
+    println!();
+    println!(
+        "middleware CPU on the cached path: {:.2} µs per request ({:.2} µs protected - {:.2} µs open; best of 2 runs each)",
+        (hit.cpu_ns - open.cpu_ns) / 1e3,
+        hit.cpu_ns / 1e3,
+        open.cpu_ns / 1e3
+    );
+    println!("throughput protected/open: {:.2}", fastest("cached") / fastest("open"));
+
+    // Memory per cached principal.
+    let memory = verifier(&fake, Duration::from_secs(600))
+        .signature_check(false)
+        .cache_capacity(200_000)
+        .max_get_user_in_flight(1_000)
+        .build()
+        .unwrap();
+    fake.set_latency(Duration::ZERO);
+    let tokens: Vec<String> = (0..100_000)
+        .map(|i| {
+            let c = user_claims(&format!("{i:08}-0000-4000-8000-000000000000"));
+            actix_cognito_unsigned(&c)
+        })
+        .collect();
+    let rss_before = rss_kib();
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in tokens.chunks(100_000 / 32) {
+        let (v, chunk) = (memory.clone(), chunk.to_vec());
+        tasks.spawn(async move {
+            for t in chunk {
+                v.verify(&t).await.unwrap();
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    memory.run_pending_tasks().await;
+    let entries = memory.stats().entries;
+    let per_entry = (rss_kib() - rss_before) as f64 * 1024.0 / entries as f64;
+    println!("memory per cached principal: {per_entry:.0} bytes ({entries} entries, RSS delta; attributes: email, email_verified, sub)");
+    drop(tokens);
+
+    // Single-flight under load, and the latency of a miss.
+    fake.set_latency(rtt);
+    let flight = verifier(&fake, Duration::from_secs(600)).build_hydrated().await.unwrap();
+    let token = signer.sign(&user_claims("single-flight"));
+    let calls_before = fake.get_user_calls();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..1_000 {
+        let (v, t) = (flight.clone(), token.clone());
+        tasks.spawn(async move { v.verify(&t).await.unwrap() });
+    }
+    while tasks.join_next().await.is_some() {}
+    let all = started.elapsed();
+    println!(
+        "single-flight: 1000 concurrent requests, one fresh token: {} GetUser call, all answered in {:.1} ms (round trip {rtt_ms} ms, +{:.1} ms)",
+        fake.get_user_calls() - calls_before,
+        all.as_secs_f64() * 1e3,
+        (all.as_secs_f64() - rtt.as_secs_f64()) * 1e3
+    );
+    let fresh: Vec<String> = (0..200).map(|i| signer.sign(&user_claims(&format!("miss-{i}")))).collect();
+    let mut misses = Vec::new();
+    for t in &fresh {
+        let started = Instant::now();
+        flight.verify(t).await.unwrap();
+        misses.push(started.elapsed());
+    }
+    misses.sort();
+    let p50 = misses[misses.len() / 2];
+    println!(
+        "cache miss: p50 {:.2} ms, p99 {:.2} ms against a {rtt_ms} ms round trip (+{:.2} ms at p50)",
+        p50.as_secs_f64() * 1e3,
+        misses[misses.len() * 99 / 100].as_secs_f64() * 1e3,
+        (p50.as_secs_f64() - rtt.as_secs_f64()) * 1e3
+    );
+    std::process::exit(0);
+}
+
+/// An unsigned token with these claims (for the memory run, whose verifier skips signatures).
+fn actix_cognito_unsigned(claims: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = |s: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!("{}.{}.{}", b64(br#"{"alg":"RS256","kid":"k"}"#), b64(claims.to_string().as_bytes()), b64(b"sig"))
+}
