@@ -10,6 +10,7 @@
 //! | `AWS_REGION` | must match the pool id if set |
 //! | `AWS_ENDPOINT_URL` | an emulator's endpoint, such as `http://127.0.0.1:4566` |
 //! | `PORT` | port on 127.0.0.1 (default 8080) |
+//! | `REDIS_URL` | fleet mode: share verdicts and sign-outs through this Redis (feature `redis`) |
 //!
 //! No AWS credentials are read or needed.
 //!
@@ -21,7 +22,7 @@
 use std::time::Duration;
 
 use actix_cognito::{CognitoAuth, CognitoUser, Verifier};
-use actix_web::{web, App, HttpResponse, HttpServer, Responder};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, Responder};
 use serde_json::json;
 
 async fn health() -> impl Responder {
@@ -40,6 +41,25 @@ async fn me(user: CognitoUser) -> impl Responder {
 
 async fn admin(user: CognitoUser) -> impl Responder {
     HttpResponse::Ok().json(json!({ "admin": user.username() }))
+}
+
+/// Signs the user out of every device (Cognito `GlobalSignOut`, authorized by the presented
+/// token) and drops their verdicts everywhere: the same token is refused at once, on every
+/// instance in fleet mode.
+async fn logout(_user: CognitoUser, req: HttpRequest, verifier: web::Data<Verifier>) -> HttpResponse {
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.get(7..))
+        .unwrap_or_default();
+    match verifier.global_sign_out(token).await {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(e) if e.is_unavailable() => {
+            HttpResponse::ServiceUnavailable().json(json!({ "error": "temporarily_unavailable" }))
+        }
+        Err(_) => HttpResponse::Unauthorized().json(json!({ "error": "invalid_token" })),
+    }
 }
 
 fn env(name: &str) -> Option<String> {
@@ -67,6 +87,16 @@ fn verifier_from_env() -> Verifier {
     if let Some(region) = env("AWS_REGION") {
         builder = builder.region(region);
     }
+    if let Some(url) = env("REDIS_URL") {
+        #[cfg(feature = "redis")]
+        {
+            builder = builder.redis(url);
+        }
+        #[cfg(not(feature = "redis"))]
+        fail(format!(
+            "REDIS_URL={url:?} needs the `redis` feature: cargo run --features redis --example server"
+        ));
+    }
     builder.build().unwrap_or_else(|e| fail(e))
 }
 
@@ -86,8 +116,14 @@ async fn main() -> std::io::Result<()> {
     tracing::info!(pool = verifier.user_pool_id(), port, "listening on 127.0.0.1");
     HttpServer::new(move || {
         App::new()
+            .app_data(web::Data::new(verifier.clone()))
             .route("/health", web::get().to(health))
             .service(web::resource("/me").wrap(CognitoAuth::new(verifier.clone())).route(web::get().to(me)))
+            .service(
+                web::resource("/logout")
+                    .wrap(CognitoAuth::new(verifier.clone()))
+                    .route(web::post().to(logout)),
+            )
             .service(
                 web::resource("/admin")
                     .wrap(CognitoAuth::new(verifier.clone()).require_any_group(["admin"]))

@@ -7,6 +7,15 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# The fleet-mode tests start redis-servers of their own.
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "installing redis-server (Debian package) for the fleet-mode tests" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >&2
+fi
+
 pidfile=localstack/.run/moto.pid
 before="$(cat "$pidfile" 2>/dev/null || true)"
 endpoint="$(./localstack/start.sh | tail -n 1)"

@@ -137,14 +137,23 @@ impl Fleet {
         }
     }
 
-    /// Runs one Redis operation within the timeout; a failure trips the breaker.
+    /// Runs one Redis operation within the timeout; a failure trips the breaker. A connection
+    /// lost since the last use (Redis restarted) is retried once: the manager reconnects.
     async fn run<T, F, Fut>(&self, what: &str, op: F) -> Option<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.conn().await?;
-        match tokio::time::timeout(self.settings.timeout, op(conn)).await {
+        let attempt = async {
+            match op(conn.clone()).await {
+                Err(e) if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() => {
+                    op(conn).await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(self.settings.timeout, attempt).await {
             Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
                 self.trip(what, &e);
@@ -160,7 +169,12 @@ impl Fleet {
     /// The shared verdict for a token, if there is a good one.
     pub(crate) async fn get(&self, key: &TokenKey) -> Option<Shared> {
         let name = self.entry_key(key);
-        let raw: Option<Vec<u8>> = self.run("get", |mut c| async move { c.get(name).await }).await?;
+        let raw: Option<Vec<u8>> = self
+            .run("get", |mut c| {
+                let name = name.clone();
+                async move { c.get(name).await }
+            })
+            .await?;
         let stored: Stored = match serde_json::from_slice(&raw?) {
             Ok(s) => s,
             Err(_) => {
@@ -194,15 +208,18 @@ impl Fleet {
             .expect("serializing a user cannot fail");
         let name = self.entry_key(key);
         let indexes = [self.user_index(user.sub()), self.user_index(user.username())];
-        self.run("set", |mut c| async move {
-            let mut pipe = redis::pipe();
-            pipe.cmd("SET").arg(&name).arg(value).arg("PX").arg(ttl).ignore();
-            for index in &indexes {
-                pipe.sadd(index, &name).ignore();
-                pipe.cmd("PEXPIRE").arg(index).arg(ttl).arg("GT").ignore();
-                pipe.cmd("PEXPIRE").arg(index).arg(ttl).arg("NX").ignore();
+        self.run("set", |mut c| {
+            let (name, value, indexes) = (name.clone(), value.clone(), indexes.clone());
+            async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET").arg(&name).arg(value).arg("PX").arg(ttl).ignore();
+                for index in &indexes {
+                    pipe.sadd(index, &name).ignore();
+                    pipe.cmd("PEXPIRE").arg(index).arg(ttl).arg("GT").ignore();
+                    pipe.cmd("PEXPIRE").arg(index).arg(ttl).arg("NX").ignore();
+                }
+                pipe.query_async::<()>(&mut c).await
             }
-            pipe.query_async::<()>(&mut c).await
         })
         .await;
     }
@@ -219,14 +236,17 @@ impl Fleet {
         .expect("serializing a rejection cannot fail");
         let name = self.entry_key(key);
         let ttl_ms = ttl.as_millis() as u64;
-        self.run("set", |mut c| async move {
-            redis::cmd("SET")
-                .arg(&name)
-                .arg(value)
-                .arg("PX")
-                .arg(ttl_ms.max(1))
-                .query_async::<()>(&mut c)
-                .await
+        self.run("set", |mut c| {
+            let (name, value) = (name.clone(), value.clone());
+            async move {
+                redis::cmd("SET")
+                    .arg(&name)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(ttl_ms.max(1))
+                    .query_async::<()>(&mut c)
+                    .await
+            }
         })
         .await;
     }
@@ -234,14 +254,17 @@ impl Fleet {
     /// Removes a token's shared verdict and tells every instance to drop it.
     pub(crate) async fn invalidate_token(&self, key: &TokenKey) {
         let (name, channel, message) = (self.entry_key(key), self.channel(), format!("t:{}", hex(key)));
-        self.run("invalidate", |mut c| async move {
-            redis::pipe()
-                .del(&name)
-                .ignore()
-                .publish(&channel, message)
-                .ignore()
-                .query_async::<()>(&mut c)
-                .await
+        self.run("invalidate", |mut c| {
+            let (name, channel, message) = (name.clone(), channel.clone(), message.clone());
+            async move {
+                redis::pipe()
+                    .del(&name)
+                    .ignore()
+                    .publish(&channel, message)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            }
         })
         .await;
     }
@@ -249,13 +272,16 @@ impl Fleet {
     /// Removes a user's shared verdicts and tells every instance to drop theirs.
     pub(crate) async fn invalidate_user(&self, id: &str) {
         let (index, channel, message) = (self.user_index(id), self.channel(), format!("u:{id}"));
-        self.run("invalidate", |mut c| async move {
-            let names: Vec<String> = c.smembers(&index).await?;
-            let mut pipe = redis::pipe();
-            for name in &names {
-                pipe.del(name).ignore();
+        self.run("invalidate", |mut c| {
+            let (index, channel, message) = (index.clone(), channel.clone(), message.clone());
+            async move {
+                let names: Vec<String> = c.smembers(&index).await?;
+                let mut pipe = redis::pipe();
+                for name in &names {
+                    pipe.del(name).ignore();
+                }
+                pipe.del(&index).ignore().publish(&channel, message).ignore().query_async::<()>(&mut c).await
             }
-            pipe.del(&index).ignore().publish(&channel, message).ignore().query_async::<()>(&mut c).await
         })
         .await;
     }
@@ -263,20 +289,23 @@ impl Fleet {
     /// Removes every shared verdict of this prefix and tells every instance to drop theirs.
     pub(crate) async fn invalidate_all(&self) {
         let (pattern, channel) = (format!("{}*", self.settings.prefix), self.channel());
-        self.run("invalidate", |mut c| async move {
-            let names: Vec<String> = {
-                let mut iter: redis::AsyncIter<String> = c.scan_match(&pattern).await?;
-                let mut names = Vec::new();
-                while let Some(name) = iter.next_item().await {
-                    names.push(name?);
+        self.run("invalidate", |mut c| {
+            let (pattern, channel) = (pattern.clone(), channel.clone());
+            async move {
+                let names: Vec<String> = {
+                    let mut iter: redis::AsyncIter<String> = c.scan_match(&pattern).await?;
+                    let mut names = Vec::new();
+                    while let Some(name) = iter.next_item().await {
+                        names.push(name?);
+                    }
+                    names
+                };
+                let mut pipe = redis::pipe();
+                for chunk in names.chunks(500) {
+                    pipe.del(chunk).ignore();
                 }
-                names
-            };
-            let mut pipe = redis::pipe();
-            for chunk in names.chunks(500) {
-                pipe.del(chunk).ignore();
+                pipe.publish(&channel, "a").ignore().query_async::<()>(&mut c).await
             }
-            pipe.publish(&channel, "a").ignore().query_async::<()>(&mut c).await
         })
         .await;
     }

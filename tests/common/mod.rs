@@ -1,6 +1,7 @@
 //! Shared set-up of the integration tests.
 #![allow(dead_code)]
 
+pub mod example;
 pub mod http;
 
 use std::time::{SystemTime, UNIX_EPOCH};

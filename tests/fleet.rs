@@ -1,0 +1,271 @@
+//! Fleet mode: three instances sharing one real redis-server.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix_cognito::testing::FakeCognito;
+use actix_cognito::{Rejection, Verifier, VerifyError};
+use common::{example, fake_token, seeded, FAKE_CLIENT, FAKE_POOL};
+
+/// A redis-server of the test's own on a free loopback port, stopped when dropped.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut redis = Redis { port, child: None };
+        redis.restart().await;
+        redis
+    }
+
+    async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}): install it (apt-get install redis-server) or run ./scripts/test.sh")
+            });
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not listen on port {}", self.port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs a redis-cli-like command through a fresh connection.
+    async fn cmd(&self, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut conn).await.unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn three(fake: &FakeCognito, redis: &Redis) -> Vec<Verifier> {
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        let v = Verifier::builder(FAKE_POOL)
+            .client_id(FAKE_CLIENT)
+            .endpoint_url(fake.endpoint())
+            .redis(redis.url())
+            .build_hydrated()
+            .await
+            .unwrap();
+        out.push(v);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_token_verified_on_one_instance_costs_no_call_on_the_others() {
+    let (fake, redis) =
+        (FakeCognito::user("alice", &[("email", "a@example.com")]).await.unwrap(), Redis::start().await);
+    let fleet = three(&fake, &redis).await;
+    let token = fake_token("shared", 3600);
+    let first = fleet[0].verify(&token).await.unwrap();
+    for v in &fleet[1..] {
+        let user = v.verify(&token).await.unwrap();
+        assert_eq!(
+            (user.username(), user.email(), user.exp()),
+            (first.username(), first.email(), first.exp())
+        );
+        assert_eq!(v.stats().shared_hits, 1);
+    }
+    assert_eq!(fake.get_user_calls(), 1);
+
+    // 300 requests spread over the three: still that one call.
+    for i in 0..300 {
+        fleet[i % 3].verify(&token).await.unwrap();
+    }
+    assert_eq!(fake.get_user_calls(), 1);
+
+    // Without Redis, each instance asks Cognito itself.
+    let alone: Vec<Verifier> = (0..3)
+        .map(|_| {
+            Verifier::builder(FAKE_POOL).client_id(FAKE_CLIENT).endpoint_url(fake.endpoint()).build().unwrap()
+        })
+        .collect();
+    let other = fake_token("alone", 3600);
+    for v in &alone {
+        v.verify(&other).await.unwrap();
+    }
+    assert_eq!(fake.get_user_calls(), 4);
+}
+
+#[tokio::test]
+async fn rejections_are_shared_and_entries_never_outlive_exp() {
+    let (fake, redis) = (FakeCognito::user("alice", &[]).await.unwrap(), Redis::start().await);
+    let fleet = three(&fake, &redis).await;
+    let revoked = fake_token("revoked", 3600);
+    fake.revoke(&revoked);
+    assert_eq!(fleet[0].verify(&revoked).await.unwrap_err(), VerifyError::Rejected(Rejection::NotAuthorized));
+    assert_eq!(fleet[1].verify(&revoked).await.unwrap_err(), VerifyError::Rejected(Rejection::NotAuthorized));
+    assert_eq!(fake.get_user_calls(), 1);
+
+    let short = fake_token("short", 3);
+    fleet[0].verify(&short).await.unwrap();
+    let key_ttl = redis.cmd(&["PTTL", &redis_key_of(&redis, "short").await]).await;
+    let redis::Value::Int(ms) = key_ttl else { panic!("{key_ttl:?}") };
+    assert!(ms > 0 && ms <= 3_000, "{ms} ms");
+}
+
+/// The Redis key holding the verdict of the user whose `sub` is given.
+async fn redis_key_of(redis: &Redis, sub: &str) -> String {
+    match redis.cmd(&["SMEMBERS", &format!("actix-cognito:u:{sub}")]).await {
+        redis::Value::Array(items) => match &items[0] {
+            redis::Value::BulkString(b) => String::from_utf8(b.clone()).unwrap(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn invalidate_user_on_one_instance_evicts_on_the_others_within_100_ms() {
+    let (fake, redis) = (FakeCognito::user("alice", &[]).await.unwrap(), Redis::start().await);
+    let fleet = three(&fake, &redis).await;
+    let token = fake_token("evict", 3600);
+    for v in &fleet {
+        v.verify(&token).await.unwrap();
+    }
+    assert_eq!(fake.get_user_calls(), 1);
+    // Give each instance's subscription a moment to be in place.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fake.revoke(&token);
+    let started = Instant::now();
+    fleet[0].invalidate_user("evict").await;
+    for v in &fleet[1..] {
+        loop {
+            match v.verify(&token).await {
+                Err(VerifyError::Rejected(Rejection::NotAuthorized)) => break,
+                Ok(_) => {
+                    assert!(started.elapsed() < Duration::from_millis(100), "still accepted after 100 ms")
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert!(started.elapsed() < Duration::from_millis(100), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn junk_under_a_key_is_a_miss() {
+    let (fake, redis) = (FakeCognito::user("alice", &[]).await.unwrap(), Redis::start().await);
+    let fleet = three(&fake, &redis).await;
+    let token = fake_token("junk", 3600);
+    fleet[0].verify(&token).await.unwrap();
+    let key = redis_key_of(&redis, "junk").await;
+    for junk in ["not json", r#"{"v":1,"until":99999999999999,"user":{"u":1}}"#, r#"{"v":9,"until":1}"#, ""] {
+        redis.cmd(&["SET", &key, junk]).await;
+        let before = fake.get_user_calls();
+        fleet[1].invalidate_all().await;
+        redis.cmd(&["SET", &key, junk]).await;
+        fleet[2].verify(&token).await.unwrap();
+        assert_eq!(fake.get_user_calls(), before + 1, "{junk}");
+    }
+}
+
+#[tokio::test]
+async fn redis_stopped_mid_run_costs_no_error_and_sharing_resumes_after_a_restart() {
+    let (fake, mut redis) = (FakeCognito::user("alice", &[]).await.unwrap(), Redis::start().await);
+    let fleet = three(&fake, &redis).await;
+    fleet[0].verify(&fake_token("warm", 3600)).await.unwrap();
+
+    redis.stop();
+    let mut slowest = Duration::ZERO;
+    for i in 0..60 {
+        let started = Instant::now();
+        let user = fleet[i % 3].verify(&fake_token(&format!("down-{}", i % 10), 3600)).await;
+        assert!(user.is_ok(), "{user:?}");
+        slowest = slowest.max(started.elapsed());
+    }
+    // Each instance pays at most one timed-out Redis operation before its breaker opens.
+    assert!(slowest < Duration::from_millis(400), "{slowest:?}");
+
+    redis.restart().await;
+    // After the breaker's 5 s, each instance tries Redis again and sharing resumes.
+    tokio::time::sleep(Duration::from_millis(5_200)).await;
+    let token = fake_token("after-restart", 3600);
+    let before = fake.get_user_calls();
+    fleet[0].verify(&token).await.unwrap();
+    fleet[1].verify(&token).await.unwrap();
+    fleet[2].verify(&token).await.unwrap();
+    assert_eq!(fake.get_user_calls(), before + 1);
+}
+
+#[tokio::test]
+async fn a_malformed_redis_url_fails_at_build() {
+    let err = Verifier::builder(FAKE_POOL).client_id(FAKE_CLIENT).redis("http://nope").build().unwrap_err();
+    assert!(err.to_string().contains("redis://"), "{err}");
+}
+
+#[tokio::test]
+async fn logout_on_one_example_server_is_refused_by_the_others_within_100_ms() {
+    let s = seeded("fleet-logout").await;
+    let redis = Redis::start().await;
+    let endpoint = s.proxy.endpoint();
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(
+            example::start(&[
+                ("COGNITO_USER_POOL_ID", &s.pool.pool_id),
+                ("COGNITO_CLIENT_ID", &s.pool.client_id),
+                ("COGNITO_CACHE_TTL_SECS", "300"),
+                ("AWS_ENDPOINT_URL", &endpoint),
+                ("REDIS_URL", &redis.url()),
+            ])
+            .await,
+        );
+    }
+    for server in &servers {
+        assert_eq!(common::http::get_with_token(server.addr, "/me", &s.tokens.access).await.status, 200);
+    }
+    assert_eq!(s.proxy.get_user_calls(), 1);
+
+    let logout = common::http::request_raw(
+        servers[0].addr,
+        "POST",
+        "/logout",
+        &[format!("Authorization: Bearer {}", s.tokens.access).as_bytes()],
+    )
+    .await;
+    assert_eq!(logout.status, 204, "{}", logout.body);
+    let started = Instant::now();
+    for server in &servers {
+        let r = common::http::get_with_token(server.addr, "/me", &s.tokens.access).await;
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    assert!(started.elapsed() < Duration::from_millis(100), "{:?}", started.elapsed());
+}
