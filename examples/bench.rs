@@ -69,12 +69,15 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn ok(principal: Option<Principal>) -> HttpResponse {
-    HttpResponse::Ok().body(match principal {
-        Some(Principal::User(u)) => u.username().to_owned(),
-        Some(Principal::Machine(m)) => m.client_id().to_owned(),
-        None => "open".to_owned(),
-    })
+/// The open route's handler: the same answer as the protected one, without a principal.
+async fn open() -> HttpResponse {
+    HttpResponse::Ok().body("ok")
+}
+
+/// The protected routes' handler: takes the principal, as a real handler would.
+async fn ok(principal: Principal) -> HttpResponse {
+    let _ = principal.exp();
+    HttpResponse::Ok().body("ok")
 }
 
 async fn cpu() -> HttpResponse {
@@ -200,7 +203,7 @@ async fn main() {
             HttpServer::new(move || {
                 App::new()
                     .route("/cpu", web::get().to(cpu))
-                    .route("/open", web::get().to(ok))
+                    .route("/open", web::get().to(open))
                     .service(
                         web::scope("/cached")
                             .wrap(CognitoAuth::new(c.clone()))

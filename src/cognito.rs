@@ -1,6 +1,5 @@
 //! The `GetUser` call and the classification of its failures. No web framework here.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_cognitoidentityprovider::config::retry::RetryConfig;
@@ -33,7 +32,7 @@ pub(crate) struct Cognito {
 /// What `GetUser` says of a token it accepts.
 pub(crate) struct GetUserAnswer {
     pub(crate) username: String,
-    pub(crate) attributes: BTreeMap<String, String>,
+    pub(crate) attributes: Vec<(String, String)>,
 }
 
 impl Cognito {

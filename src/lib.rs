@@ -75,7 +75,7 @@ pub use cache::Stats;
 pub use config::VerifierBuilder;
 pub use error::{ConfigError, Rejection, Unavailable, UnavailableKind, VerifyError};
 pub use middleware::{AuthError, AuthErrorKind, CognitoAuth};
-pub use user::{CognitoUser, MachineClient, Principal};
+pub use user::{Attributes, CognitoUser, MachineClient, Names, Principal};
 pub use verifier::Verifier;
 
 #[cfg(doctest)]

@@ -29,7 +29,7 @@ enum Requirement {
 }
 
 impl Requirement {
-    fn met_by(&self, have: &[String]) -> bool {
+    fn met_by(&self, have: crate::user::Names<'_>) -> bool {
         let has = |want: &String| have.contains(want);
         match self {
             Requirement::Any(wants) => wants.iter().any(has),

@@ -8,7 +8,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::error::Rejection;
 
@@ -19,7 +18,11 @@ pub(crate) const ADMIN_SCOPE: &str = "aws.cognito.signin.user.admin";
 pub(crate) type TokenKey = [u8; 32];
 
 pub(crate) fn key(token: &[u8]) -> TokenKey {
-    Sha256::digest(token).into()
+    // aws-lc's SHA-256 (already built for TLS) uses the CPU's SHA extensions.
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token);
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
 }
 
 /// Strips an RFC 6750 `Bearer` scheme (case-insensitive) from an `Authorization` value.
