@@ -259,8 +259,7 @@ where
         }
         ready(Ok(CognitoAuthService {
             service: Rc::new(service),
-            verifier: self.verifier.clone(),
-            config: Rc::new(self.config.clone()),
+            state: Rc::new((self.verifier.clone(), self.config.clone())),
         }))
     }
 }
@@ -269,8 +268,8 @@ where
 #[doc(hidden)]
 pub struct CognitoAuthService<S> {
     service: Rc<S>,
-    verifier: Verifier,
-    config: Rc<AuthConfig>,
+    /// One reference count to bump per request, not two.
+    state: Rc<(Verifier, AuthConfig)>,
 }
 
 /// What the middleware leaves in the request's extensions for the extractors.
@@ -293,10 +292,10 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
-        let verifier = self.verifier.clone();
-        let config = Rc::clone(&self.config);
+        let state = Rc::clone(&self.state);
         Box::pin(async move {
-            match authenticate(&verifier, &config, &req).await {
+            let (verifier, config) = &*state;
+            match authenticate(verifier, config, &req).await {
                 Ok(principal) => {
                     req.extensions_mut().insert(AuthState { principal, realm: config.realm.clone() });
                     service.call(req).await.map(ServiceResponse::map_into_left_body)

@@ -374,10 +374,12 @@ impl CognitoUser {
         self.0.has_origin_jti.then(|| self.span(ORIGIN_JTI))
     }
 
+    #[cfg(feature = "redis")]
     pub(crate) fn iat_secs(&self) -> Option<i64> {
         self.0.iat
     }
 
+    #[cfg(feature = "redis")]
     pub(crate) fn auth_time_secs(&self) -> Option<i64> {
         self.0.auth_time
     }
