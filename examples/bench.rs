@@ -312,6 +312,12 @@ async fn main() {
     let _ = load(addr, &fake, "warm-up", "/cached/me", &user_token, 4, 2_000).await;
     let _ = load(addr, &fake, "warm-up", "/open/me", &user_token, 4, 2_000).await;
 
+    // BENCH_PROFILE=1: only the cached route, long enough for a profiler, then exit.
+    if std::env::var_os("BENCH_PROFILE").is_some() {
+        let r = load(addr, &fake, "cached", "/cached/me", &user_token, 16, 40_000).await;
+        println!("cached: {:.2} µs server CPU per request", r.cpu_ns / 1e3);
+        std::process::exit(0);
+    }
     let mut runs = Vec::new();
     for _ in 0..2 {
         runs.push(load(addr, &fake, "open", "/open/me", &user_token, 16, 10_000).await);

@@ -69,7 +69,9 @@ async fn main() {
     println!();
     println!("| setup | GetUser calls | calls per token |");
     println!("| --- | ---: | ---: |");
-    for (name, redis_url) in [("1 instance", None), ("3 instances, no Redis", None), ("3 instances, Redis", Some(url.as_str()))] {
+    for (name, redis_url) in
+        [("1 instance", None), ("3 instances, no Redis", None), ("3 instances, Redis", Some(url.as_str()))]
+    {
         let fleet = instances(&fake, redis_url, &format!("bench-{name}:")).await;
         let used = if name == "1 instance" { &fleet[..1] } else { &fleet[..] };
         let before = fake.get_user_calls();
