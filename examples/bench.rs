@@ -22,10 +22,10 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use actix_cognito::testing::{FakeCognito, TestSigner};
+use actix_cognito::testing::{FakeCognito, HttpConnection, TestSigner};
 use actix_cognito::{CognitoAuth, Principal, Verifier};
 use actix_web::{web, App, HttpResponse, HttpServer};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Counts the bytes live on the heap, for an exact figure of memory per cached principal.
@@ -115,34 +115,13 @@ async fn cpu() -> HttpResponse {
 
 /// Sends `n` requests on one keep-alive connection; returns each latency.
 async fn run_connection(addr: std::net::SocketAddr, path: &str, token: &str, n: usize) -> Vec<Duration> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
-    let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n");
-    let mut line = String::new();
+    let mut conn = HttpConnection::connect(addr).await.unwrap();
+    let req = HttpConnection::get_request(path, &[&format!("Authorization: Bearer {token}")]);
     let mut latencies = Vec::with_capacity(n);
     for _ in 0..n {
         let started = Instant::now();
-        write.write_all(req.as_bytes()).await.unwrap();
-        line.clear();
-        read.read_line(&mut line).await.unwrap();
-        assert!(line.contains(" 200 "), "{path}: {line}");
-        let mut length = 0;
-        loop {
-            line.clear();
-            read.read_line(&mut line).await.unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        read.read_exact(&mut body).await.unwrap();
+        let (status, _) = conn.send(&req).await.unwrap();
+        assert_eq!(status, 200, "{path}");
         latencies.push(started.elapsed());
     }
     latencies
@@ -206,36 +185,16 @@ async fn load(
 
 /// The upstream's own round trip, measured with a bare keep-alive HTTP client: p50 of 50.
 async fn upstream_round_trip(fake: &FakeCognito) -> Duration {
-    let addr = fake.endpoint().trim_start_matches("http://").to_owned();
-    let stream = TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
+    let mut conn = HttpConnection::connect(fake.endpoint().trim_start_matches("http://")).await.unwrap();
     let body = r#"{"AccessToken":"x"}"#;
     let req = format!(
         "POST / HTTP/1.1\r\nHost: fake\r\nX-Amz-Target: AWSCognitoIdentityProviderService.GetUser\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let mut times = Vec::new();
-    let mut line = String::new();
     for _ in 0..50 {
         let started = Instant::now();
-        write.write_all(req.as_bytes()).await.unwrap();
-        let mut length = 0;
-        loop {
-            line.clear();
-            read.read_line(&mut line).await.unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        read.read_exact(&mut body).await.unwrap();
+        conn.send(req.as_bytes()).await.unwrap();
         times.push(started.elapsed());
     }
     times.sort();

@@ -13,11 +13,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_cognito::testing::{FakeCognito, TestSigner};
+use actix_cognito::testing::{FakeCognito, HttpConnection, TestSigner};
 use actix_cognito::{CognitoAuth, CognitoUser, Verifier};
 use actix_web::{web, App, HttpResponse, HttpServer};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 const POOL: &str = "us-east-1_SoakPool";
 const CLIENT: &str = "soakclient";
@@ -55,34 +53,11 @@ fn rss_kib() -> (u64, u64) {
 
 /// Sends requests on one keep-alive connection; returns the status of each.
 async fn client(addr: SocketAddr, tokens: Vec<(Kind, Arc<str>)>) -> Vec<(Kind, u16)> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
+    let mut conn = HttpConnection::connect(addr).await.unwrap();
     let mut out = Vec::with_capacity(tokens.len());
-    let mut line = String::new();
     for (kind, token) in tokens {
-        let req = format!("GET /me HTTP/1.1\r\nHost: soak\r\nAuthorization: Bearer {token}\r\n\r\n");
-        write.write_all(req.as_bytes()).await.unwrap();
-        line.clear();
-        read.read_line(&mut line).await.unwrap();
-        let status: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            read.read_line(&mut line).await.unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        read.read_exact(&mut body).await.unwrap();
-        out.push((kind, status));
+        let req = HttpConnection::get_request("/me", &[&format!("Authorization: Bearer {token}")]);
+        out.push((kind, conn.send(&req).await.unwrap().0));
     }
     out
 }

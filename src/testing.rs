@@ -22,7 +22,7 @@ use aws_sdk_cognitoidentityprovider::types::{
 use aws_sdk_cognitoidentityprovider::Client;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::VerifierBuilder;
@@ -611,5 +611,72 @@ async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
         if stream.write_all(&answer).await.is_err() {
             return;
         }
+    }
+}
+
+/// A keep-alive HTTP/1.1 client on one connection, for load generators and soak runs: sends a
+/// request, reads the whole answer, again and again on the same socket.
+pub struct HttpConnection {
+    read: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    write: tokio::net::tcp::OwnedWriteHalf,
+    line: String,
+}
+
+impl HttpConnection {
+    /// Connects to `addr` (`host:port`).
+    ///
+    /// # Errors
+    /// When the connection cannot be made.
+    pub async fn connect(addr: impl tokio::net::ToSocketAddrs) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (read, write) = stream.into_split();
+        Ok(HttpConnection { read: BufReader::new(read), write, line: String::new() })
+    }
+
+    /// A GET request with these extra header lines, such as `Authorization: Bearer ...`.
+    pub fn get_request(path: &str, headers: &[&str]) -> Vec<u8> {
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: test\r\n");
+        for h in headers {
+            req.push_str(h);
+            req.push_str("\r\n");
+        }
+        req.push_str("\r\n");
+        req.into_bytes()
+    }
+
+    /// Sends one complete request and returns the answer's status and body.
+    ///
+    /// # Errors
+    /// When the connection fails or the answer is not HTTP/1.1 with a `Content-Length`.
+    pub async fn send(&mut self, request: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+        let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+        self.write.write_all(request).await?;
+        self.line.clear();
+        self.read.read_line(&mut self.line).await?;
+        let status = self
+            .line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("status line"))?;
+        let mut length = 0;
+        loop {
+            self.line.clear();
+            if self.read.read_line(&mut self.line).await? == 0 {
+                return Err(bad("connection closed in the headers"));
+            }
+            if self.line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = self.line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().map_err(|_| bad("content-length"))?;
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        self.read.read_exact(&mut body).await?;
+        Ok((status, body))
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix_cognito::testing::{Behaviour, FakeCognito, TestSigner};
 use actix_cognito::{CognitoAuth, CognitoUser, Verifier};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::http::{get_with_token, request_raw};
@@ -20,16 +20,7 @@ async fn me(user: CognitoUser) -> HttpResponse {
 
 fn serve(verifier: Verifier) -> SocketAddr {
     let auth = CognitoAuth::new(verifier);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = HttpServer::new(move || App::new().wrap(auth.clone()).route("/me", web::get().to(me)))
-        .workers(1)
-        .listen(listener)
-        .unwrap()
-        .disable_signals()
-        .run();
-    actix_web::rt::spawn(server);
-    addr
+    common::spawn(move || App::new().wrap(auth.clone()).route("/me", web::get().to(me)))
 }
 
 fn builder(fake: &FakeCognito) -> actix_cognito::VerifierBuilder {

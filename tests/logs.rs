@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use actix_cognito::testing::{Behaviour, FakeCognito};
 use actix_cognito::{CognitoAuth, CognitoUser};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
 use common::http::get_with_token;
 use common::{altered, seeded};
 use serde_json::json;
@@ -44,15 +44,7 @@ async fn no_token_appears_in_any_log_line_at_trace_level() {
     let verifier = s.verifier().build().unwrap();
     let forged = altered(&s.tokens.access, &[("username", json!("mallory"))]);
     let auth = CognitoAuth::new(verifier.clone());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = HttpServer::new(move || App::new().wrap(auth.clone()).route("/me", web::get().to(me)))
-        .workers(1)
-        .listen(listener)
-        .unwrap()
-        .disable_signals()
-        .run();
-    actix_web::rt::spawn(server);
+    let addr = common::spawn(move || App::new().wrap(auth.clone()).route("/me", web::get().to(me)));
 
     // Accepted, rejected by signature, rejected by Cognito, and unavailable.
     assert_eq!(get_with_token(addr, "/me", &s.tokens.access).await.status, 200);

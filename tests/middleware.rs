@@ -2,15 +2,14 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 
 use actix_cognito::testing::{Behaviour, FakeCognito};
 use actix_cognito::{AuthErrorKind, CognitoAuth, CognitoUser, Verifier};
-use actix_web::body::MessageBody;
-use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse, Transform};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::dev::{Service, Transform};
+use actix_web::{web, App, HttpResponse};
 use common::http::{get, get_with_token, request_raw};
-use common::{fake_token, seeded, FAKE_CLIENT, FAKE_POOL, PASSWORD};
+use common::{fake_token, seeded, spawn, FAKE_CLIENT, FAKE_POOL, PASSWORD};
 
 async fn me(user: CognitoUser) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
@@ -22,26 +21,6 @@ async fn me(user: CognitoUser) -> HttpResponse {
 
 async fn maybe(user: Option<CognitoUser>) -> HttpResponse {
     HttpResponse::Ok().body(user.map_or_else(|| "anonymous".to_owned(), |u| u.username().to_owned()))
-}
-
-/// Starts an Actix server on a free loopback port, running until the test ends.
-fn spawn<F, T, B>(app: F) -> SocketAddr
-where
-    F: Fn() -> App<T> + Send + Clone + 'static,
-    T: ServiceFactory<
-            ServiceRequest,
-            Config = (),
-            Response = ServiceResponse<B>,
-            Error = actix_web::Error,
-            InitError = (),
-        > + 'static,
-    B: MessageBody + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = HttpServer::new(app).workers(1).listen(listener).unwrap().disable_signals().run();
-    actix_web::rt::spawn(server);
-    addr
 }
 
 /// A verifier against a fake upstream that accepts any token as alice, and the fake.

@@ -6,22 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_cognito::testing::{FakeCognito, TestSigner};
-use actix_cognito::{
-    CognitoAuth, CognitoUser, ConfigError, MachineClient, Principal, Rejection, Verifier, VerifyError,
-};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_cognito::{CognitoAuth, CognitoUser, ConfigError, MachineClient, Principal, Rejection, Verifier};
+use actix_web::{web, App, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::http::get_with_token;
-use common::{access_claims, altered, fake_token, seeded, unix_now, FAKE_CLIENT, FAKE_POOL};
+use common::{
+    access_claims, altered, fake_token, rejection, seeded, spawn, unix_now, FAKE_CLIENT, FAKE_POOL,
+};
 use serde_json::json;
-
-fn rejection<T: std::fmt::Debug>(r: Result<T, VerifyError>) -> Rejection {
-    match r {
-        Err(VerifyError::Rejected(r)) => r,
-        other => panic!("expected a rejection, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn a_genuine_token_passes_and_the_keys_are_fetched_once() {
@@ -225,9 +218,7 @@ async fn a_machine_token_passes_an_opted_in_route_and_fails_a_user_route() {
     let verifier = fake_verifier(&fake).build().unwrap();
     let (users, machines) =
         (CognitoAuth::new(verifier.clone()), CognitoAuth::new(verifier).allow_machine_tokens());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = HttpServer::new(move || {
+    let addr = spawn(move || {
         App::new()
             .service(web::scope("/users").wrap(users.clone()).route("/who", web::get().to(who)))
             .service(
@@ -237,13 +228,7 @@ async fn a_machine_token_passes_an_opted_in_route_and_fails_a_user_route() {
                     .route("/machine", web::get().to(machine_only))
                     .route("/user", web::get().to(user_only)),
             )
-    })
-    .workers(1)
-    .listen(listener)
-    .unwrap()
-    .disable_signals()
-    .run();
-    actix_web::rt::spawn(server);
+    });
 
     let (machine, user) = (machine_token(), fake_token("s1", 3600));
     let r = get_with_token(addr, "/users/who", &machine).await;

@@ -6,15 +6,8 @@ use std::time::{Duration, Instant};
 
 use actix_cognito::testing::{Behaviour, FakeCognito};
 use actix_cognito::{Rejection, UnavailableKind, VerifyError};
-use common::{altered, claims_of, seeded, unix_now, Revoke, PASSWORD};
+use common::{altered, claims_of, rejection, seeded, unix_now, Revoke, PASSWORD};
 use serde_json::json;
-
-fn rejection(r: Result<actix_cognito::CognitoUser, VerifyError>) -> Rejection {
-    match r {
-        Err(VerifyError::Rejected(r)) => r,
-        other => panic!("expected a rejection, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn a_valid_token_yields_the_user_with_the_seeded_attributes() {

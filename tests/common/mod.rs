@@ -6,7 +6,13 @@ pub mod http;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::net::{SocketAddr, TcpListener};
+
 use actix_cognito::testing::{Behaviour, Emulator, FakeCognito, TestPool, Tokens};
+use actix_cognito::{Rejection, VerifyError};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{App, HttpServer};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -164,5 +170,33 @@ impl Seeded {
                 .map_err(|e| format!("{e:?}")),
         }
         .unwrap_or_else(|e| panic!("{how:?}: {e:?}"));
+    }
+}
+
+/// Starts an Actix server on a free loopback port, running until the test ends.
+pub fn spawn<F, T, B>(app: F) -> SocketAddr
+where
+    F: Fn() -> App<T> + Send + Clone + 'static,
+    T: ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    B: MessageBody + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = HttpServer::new(app).workers(1).listen(listener).unwrap().disable_signals().run();
+    actix_web::rt::spawn(server);
+    addr
+}
+
+/// The rejection of a verdict, or a failure naming what came instead.
+pub fn rejection<T: std::fmt::Debug>(r: Result<T, VerifyError>) -> Rejection {
+    match r {
+        Err(VerifyError::Rejected(r)) => r,
+        other => panic!("expected a rejection, got {other:?}"),
     }
 }
