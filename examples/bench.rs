@@ -109,8 +109,18 @@ async fn ok(principal: Principal) -> HttpResponse {
     HttpResponse::Ok().body("ok")
 }
 
+/// User and system CPU time of the calling thread, in clock ticks (fields 14 and 15).
+fn thread_user_system_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // The command name may hold spaces; the fields after it are plain.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    (fields.get(11).copied().unwrap_or(0), fields.get(12).copied().unwrap_or(0))
+}
+
 async fn cpu() -> HttpResponse {
-    HttpResponse::Ok().body(thread_cpu_ns().to_string())
+    let (user, system) = thread_user_system_ticks();
+    HttpResponse::Ok().body(format!("{} {user} {system}", thread_cpu_ns()))
 }
 
 /// Sends `n` requests on one keep-alive connection; returns each latency.
@@ -127,12 +137,15 @@ async fn run_connection(addr: std::net::SocketAddr, path: &str, token: &str, n: 
     latencies
 }
 
-async fn server_cpu(addr: std::net::SocketAddr) -> u64 {
+/// The server worker's CPU: total ns, user ticks, system ticks.
+async fn server_cpu(addr: std::net::SocketAddr) -> (u64, u64, u64) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(b"GET /cpu HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").await.unwrap();
     let mut out = String::new();
     stream.read_to_string(&mut out).await.unwrap();
-    out.rsplit("\r\n\r\n").next().unwrap().trim().parse().unwrap()
+    let v: Vec<u64> =
+        out.rsplit("\r\n\r\n").next().unwrap().split_whitespace().map(|f| f.parse().unwrap()).collect();
+    (v[0], v[1], v[2])
 }
 
 struct Run {
@@ -142,6 +155,8 @@ struct Run {
     p50: Duration,
     p99: Duration,
     cpu_ns: f64,
+    /// The share of that CPU spent in user space (the rest is the kernel's).
+    user_share: f64,
     calls: u64,
 }
 
@@ -178,7 +193,11 @@ async fn load(
         p50: latencies[requests / 2],
         p99: latencies[requests * 99 / 100],
         // Less the two /cpu requests themselves, which are negligible against thousands.
-        cpu_ns: (cpu_after - cpu_before) as f64 / requests as f64,
+        cpu_ns: (cpu_after.0 - cpu_before.0) as f64 / requests as f64,
+        user_share: {
+            let (user, system) = (cpu_after.1 - cpu_before.1, cpu_after.2 - cpu_before.2);
+            user as f64 / (user + system).max(1) as f64
+        },
         calls: fake.get_user_calls() - calls_before,
     }
 }
@@ -290,17 +309,19 @@ async fn main() {
         "# actix-cognito load benchmark (upstream round trip {rtt_ms} ms, 1 server worker, 16 connections)"
     );
     println!();
-    println!("| route | requests | req/s | p50 | p99 | server CPU/request | GetUser calls |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| route | requests | req/s | p50 | p99 | server CPU/request | of which user | of which kernel | GetUser calls |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in &runs {
         println!(
-            "| {} | {} | {:.0} | {:.0} µs | {:.0} µs | {:.2} µs | {} |",
+            "| {} | {} | {:.0} | {:.0} µs | {:.0} µs | {:.2} µs | {:.2} µs | {:.2} µs | {} |",
             r.name,
             r.requests,
             r.rps,
             r.p50.as_secs_f64() * 1e6,
             r.p99.as_secs_f64() * 1e6,
             r.cpu_ns / 1e3,
+            r.cpu_ns * r.user_share / 1e3,
+            r.cpu_ns * (1.0 - r.user_share) / 1e3,
             r.calls
         );
     }
@@ -311,10 +332,13 @@ async fn main() {
     let fastest = |name: &str| runs.iter().filter(|r| r.name == name).map(|r| r.rps).fold(0.0, f64::max);
     println!();
     println!(
-        "middleware CPU on the cached path: {:.2} µs per request ({:.2} µs protected - {:.2} µs open; best of 2 runs each)",
+        "middleware CPU on the cached path: {:.2} µs per request ({:.2} µs protected - {:.2} µs open; best of 2 runs each); \
+         user space {:.2} µs, kernel {:.2} µs",
         (hit.cpu_ns - open.cpu_ns) / 1e3,
         hit.cpu_ns / 1e3,
-        open.cpu_ns / 1e3
+        open.cpu_ns / 1e3,
+        (hit.cpu_ns * hit.user_share - open.cpu_ns * open.user_share) / 1e3,
+        (hit.cpu_ns * (1.0 - hit.user_share) - open.cpu_ns * (1.0 - open.user_share)) / 1e3
     );
     println!("throughput protected/open: {:.2}", fastest("cached") / fastest("open"));
     let layer = best("pass-through");

@@ -13,6 +13,7 @@ use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Tr
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use tracing::Instrument as _;
 
 use crate::error::{Rejection, Unavailable, VerifyError};
 use crate::token::strip_bearer;
@@ -358,21 +359,26 @@ async fn authenticate(
         None if config.optional => return Ok(None),
         None => return Err(fail(AuthErrorKind::MissingToken)),
     };
-    let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
-    let (verdict, cache_hit) = verifier.verify_traced(&token, config.machines).await;
+    // One span per verification, with its outcome, whether the cache answered and how long it
+    // took; disabled spans cost a branch. The token is never a field.
+    let span = tracing::debug_span!(
+        target: "actix_cognito",
+        "cognito_verify",
+        outcome = tracing::field::Empty,
+        cache_hit = tracing::field::Empty,
+        latency_us = tracing::field::Empty,
+    );
+    let started = (!span.is_disabled()).then(Instant::now);
+    let (verdict, cache_hit) = verifier.verify_traced(&token, config.machines).instrument(span.clone()).await;
     if let Some(started) = started {
         let outcome = match &verdict {
             Ok(_) => "accepted",
             Err(VerifyError::Rejected(r)) => r.as_str(),
             Err(VerifyError::Unavailable(u)) => u.kind().as_str(),
         };
-        tracing::debug!(
-            target: "actix_cognito",
-            outcome,
-            cache_hit,
-            latency_us = started.elapsed().as_micros() as u64,
-            "verified an access token"
-        );
+        let latency_us = started.elapsed().as_micros() as u64;
+        span.record("outcome", outcome).record("cache_hit", cache_hit).record("latency_us", latency_us);
+        span.in_scope(|| tracing::debug!(target: "actix_cognito", outcome, cache_hit, latency_us, "verified an access token"));
     }
     let principal = verdict.map_err(|e| match e {
         VerifyError::Rejected(r) => fail(AuthErrorKind::InvalidToken(r)),

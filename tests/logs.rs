@@ -62,6 +62,10 @@ async fn no_token_appears_in_any_log_line_at_trace_level() {
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(logs.lines().count() > 50, "the subscriber captured too little to prove anything:\n{logs}");
     assert!(logs.contains("GetUser"), "the SDK's own trace lines are missing");
+    // One span per verification, with its outcome.
+    for needle in ["cognito_verify", "outcome=\"accepted\"", "outcome=\"bad_signature\"", "cache_hit=false"] {
+        assert!(logs.contains(needle), "no {needle} in the logs");
+    }
     for (name, token) in [("access", &s.tokens.access), ("forged", &forged), ("id", &s.tokens.id)] {
         let signature = token.rsplit('.').next().unwrap();
         let payload = token.split('.').nth(1).unwrap();
