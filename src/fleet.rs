@@ -312,9 +312,9 @@ impl Fleet {
 
     /// Starts, once, the task that applies broadcast invalidations to this instance's cache.
     ///
-    /// It holds the verifier weakly and ends when the verifier is dropped. After losing the
-    /// subscription it drops the whole local cache when it resubscribes, since it may have
-    /// missed invalidations meanwhile.
+    /// It holds the verifier weakly and ends when the verifier is dropped. Each time it
+    /// (re)subscribes it drops the whole local cache, which may hold verdicts whose invalidation
+    /// was broadcast before the subscription was in place.
     pub(crate) fn listen<V, F>(&self, target: Weak<V>, apply: F)
     where
         V: Send + Sync + 'static,
@@ -325,7 +325,6 @@ impl Fleet {
         }
         let (client, channel, timeout) = (self.client.clone(), self.channel(), self.settings.timeout);
         tokio::spawn(async move {
-            let mut first = true;
             loop {
                 if target.strong_count() == 0 {
                     return;
@@ -335,33 +334,29 @@ impl Fleet {
                     pubsub.subscribe(&channel).await?;
                     redis::RedisResult::Ok(pubsub)
                 };
-                match tokio::time::timeout(timeout * 20, subscribed).await {
-                    Ok(Ok(mut pubsub)) => {
-                        if !first {
-                            match target.upgrade() {
-                                Some(t) => apply(&t, Message::All),
-                                None => return,
-                            }
-                        }
-                        first = false;
-                        let mut messages = pubsub.on_message();
-                        while let Some(msg) = messages.next().await {
-                            let Ok(payload) = msg.get_payload::<String>() else { continue };
-                            let message = match payload.split_once(':') {
-                                Some(("t", key)) => unhex(key).map(Message::Token),
-                                Some(("u", id)) => Some(Message::User(id.to_owned())),
-                                _ if payload == "a" => Some(Message::All),
-                                _ => None,
-                            };
-                            match (message, target.upgrade()) {
-                                (Some(m), Some(t)) => apply(&t, m),
-                                (_, None) => return,
-                                (None, _) => {}
-                            }
-                        }
-                        tracing::warn!("lost the Redis invalidation channel; resubscribing");
+                if let Ok(Ok(mut pubsub)) = tokio::time::timeout(timeout * 20, subscribed).await {
+                    // Whatever was cached before this subscription was in place may have
+                    // missed an invalidation: drop it.
+                    match target.upgrade() {
+                        Some(t) => apply(&t, Message::All),
+                        None => return,
                     }
-                    _ => first = false,
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        let Ok(payload) = msg.get_payload::<String>() else { continue };
+                        let message = match payload.split_once(':') {
+                            Some(("t", key)) => unhex(key).map(Message::Token),
+                            Some(("u", id)) => Some(Message::User(id.to_owned())),
+                            _ if payload == "a" => Some(Message::All),
+                            _ => None,
+                        };
+                        match (message, target.upgrade()) {
+                            (Some(m), Some(t)) => apply(&t, m),
+                            (_, None) => return,
+                            (None, _) => {}
+                        }
+                    }
+                    tracing::warn!("lost the Redis invalidation channel; resubscribing");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
