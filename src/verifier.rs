@@ -366,7 +366,9 @@ impl Verifier {
                 Ok(Entry { until: until.min(now + settings.ttl), principal })
             }
             Err(VerifyError::Rejected(r)) => {
-                if let Some(negative) = &inner.caches.negative {
+                // An unknown key id says more about our copy of the keys than about the token:
+                // a key rotated in since the last fetch must not stay refused for a negative TTL.
+                if let (Some(negative), false) = (&inner.caches.negative, r == Rejection::UnknownKey) {
                     negative.insert(key, r).await;
                 }
                 Err(VerifyError::Rejected(r))

@@ -113,9 +113,15 @@ async fn a_rotated_key_is_picked_up_after_the_refresh_interval() {
     let fake = FakeCognito::user("alice", &[]).await.unwrap();
     let verifier = fake_verifier(&fake).jwks_refresh_interval(Duration::from_secs(1)).build().unwrap();
     verifier.verify(&fake_token("before", 3600)).await.unwrap();
+    // A token signed with a key the pool has not published yet (or not yet to us).
+    let early = signed_by("rotated", "early");
+    assert_eq!(rejection(verifier.verify(&early).await), Rejection::UnknownKey);
     let (old, new) = (TestSigner::default(), TestSigner::with_kid("rotated"));
     fake.set_jwks(Some(json!({ "keys": [old.jwk(), new.jwk()] })));
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The same token passes once the key is fetched: an unknown kid is not remembered as a
+    // rejection, whatever the negative TTL.
+    verifier.verify(&early).await.unwrap();
     verifier.verify(&signed_by("rotated", "after")).await.unwrap();
     assert_eq!(fake.jwks_fetches(), 2);
 }
