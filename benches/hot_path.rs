@@ -8,19 +8,18 @@
 use std::hint::black_box;
 
 use actix_cognito::fuzzing;
-use actix_cognito::testing::{FakeCognito, TestSigner};
+use actix_cognito::testing::{access_claims, FakeCognito, TestSigner};
 use actix_cognito::Verifier;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn claims() -> serde_json::Value {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    serde_json::json!({
-        "iss": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Fuzz",
-        "sub": "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee", "client_id": "fuzzclient", "token_use": "access",
-        "username": "alice", "scope": "aws.cognito.signin.user.admin", "exp": now + 3600, "iat": now,
-        "auth_time": now, "jti": "11111111-2222-4333-8444-555555555555",
-        "origin_jti": "66666666-7777-4888-8999-000000000000", "cognito:groups": ["staff"],
-    })
+    let mut claims =
+        access_claims("eu-west-1_Fuzz", "fuzzclient", "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee", 3600);
+    claims["username"] = "alice".into();
+    claims["jti"] = "11111111-2222-4333-8444-555555555555".into();
+    claims["origin_jti"] = "66666666-7777-4888-8999-000000000000".into();
+    claims["cognito:groups"] = serde_json::json!(["staff"]);
+    claims
 }
 
 fn hot_path(c: &mut Criterion) {

@@ -22,7 +22,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use actix_cognito::testing::{FakeCognito, HttpConnection, TestSigner};
+use actix_cognito::testing::{access_claims, FakeCognito, HttpConnection, TestSigner};
 use actix_cognito::{CognitoAuth, Principal, Verifier};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -64,12 +64,9 @@ fn now() -> i64 {
 }
 
 fn user_claims(sub: &str) -> serde_json::Value {
-    serde_json::json!({
-        "iss": format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}"),
-        "sub": sub, "client_id": CLIENT, "token_use": "access", "username": format!("user-{sub}"),
-        "scope": "aws.cognito.signin.user.admin", "exp": now() + 3600, "iat": now(),
-        "jti": format!("jti-{sub}"), "origin_jti": format!("origin-{sub}"),
-    })
+    let mut claims = access_claims(POOL, CLIENT, sub, 3600);
+    claims["origin_jti"] = format!("origin-{sub}").into();
+    claims
 }
 
 fn machine_claims() -> serde_json::Value {

@@ -11,21 +11,12 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actix_cognito::testing::{FakeCognito, TestSigner};
+use actix_cognito::testing::{access_claims, FakeCognito, TestSigner};
 use actix_cognito::Verifier;
 
 const POOL: &str = "us-east-1_FleetPool";
 const CLIENT: &str = "fleetclient";
 const TOKENS: usize = 200;
-
-fn claims(sub: &str) -> serde_json::Value {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    serde_json::json!({
-        "iss": format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}"),
-        "sub": sub, "client_id": CLIENT, "token_use": "access", "username": format!("user-{sub}"),
-        "scope": "aws.cognito.signin.user.admin", "exp": now + 3600, "iat": now, "jti": sub,
-    })
-}
 
 fn p50(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -63,7 +54,8 @@ async fn main() {
     let fake = FakeCognito::user("fleet", &[("email", "fleet@example.com")]).await.unwrap();
     fake.set_latency(Duration::from_millis(20));
     let signer = TestSigner::default();
-    let tokens: Vec<String> = (0..TOKENS).map(|i| signer.sign(&claims(&format!("t{i}")))).collect();
+    let tokens: Vec<String> =
+        (0..TOKENS).map(|i| signer.sign(&access_claims(POOL, CLIENT, &format!("t{i}"), 3600))).collect();
 
     println!("# fleet mode: 3 instances, {TOKENS} tokens, each presented 5 times to every instance");
     println!();
@@ -90,7 +82,8 @@ async fn main() {
 
     // Latency: an in-process hit, a Redis hit (verified by another instance), a miss.
     let fleet = instances(&fake, Some(&url), "bench-latency:").await;
-    let fresh: Vec<String> = (0..TOKENS).map(|i| signer.sign(&claims(&format!("l{i}")))).collect();
+    let fresh: Vec<String> =
+        (0..TOKENS).map(|i| signer.sign(&access_claims(POOL, CLIENT, &format!("l{i}"), 3600))).collect();
     let mut miss = Vec::new();
     for t in &fresh {
         let started = Instant::now();

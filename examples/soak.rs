@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_cognito::testing::{FakeCognito, HttpConnection, TestSigner};
+use actix_cognito::testing::{access_claims, FakeCognito, HttpConnection, TestSigner};
 use actix_cognito::{CognitoAuth, CognitoUser, Verifier};
 use actix_web::{web, App, HttpResponse, HttpServer};
 
@@ -26,15 +26,6 @@ enum Kind {
     Revoked,
     Forged,
     Garbage,
-}
-
-fn claims(sub: &str) -> serde_json::Value {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    serde_json::json!({
-        "iss": format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}"),
-        "sub": sub, "client_id": CLIENT, "token_use": "access", "username": format!("user-{sub}"),
-        "scope": "aws.cognito.signin.user.admin", "exp": now + 3600, "iat": now, "jti": sub,
-    })
 }
 
 /// Peak and current resident set size, in KiB, from /proc.
@@ -86,8 +77,11 @@ async fn main() {
 
     // The pools of tokens: valid ones churn through a cache smaller than their number.
     let signer = TestSigner::default();
-    let valid: Vec<Arc<str>> = (0..3_000).map(|i| signer.sign(&claims(&format!("v{i}"))).into()).collect();
-    let revoked: Vec<Arc<str>> = (0..300).map(|i| signer.sign(&claims(&format!("r{i}"))).into()).collect();
+    let valid: Vec<Arc<str>> = (0..3_000)
+        .map(|i| signer.sign(&access_claims(POOL, CLIENT, &format!("v{i}"), 3600)).into())
+        .collect();
+    let revoked: Vec<Arc<str>> =
+        (0..300).map(|i| signer.sign(&access_claims(POOL, CLIENT, &format!("r{i}"), 3600)).into()).collect();
     for t in &revoked {
         fake.revoke(t);
     }

@@ -248,6 +248,28 @@ impl TestPool {
     }
 }
 
+/// The claims of a user's access token as a user pool issues them: issuer from the pool id,
+/// `client_id`, `token_use` = `access`, the `aws.cognito.signin.user.admin` scope, `username`
+/// `user-{sub}`, `jti` `jti-{sub}`, and `exp` `ttl_secs` from now. Add or change fields on the
+/// returned value as a test needs, then sign it with [`TestSigner::sign`].
+pub fn access_claims(pool_id: &str, client_id: &str, sub: &str, ttl_secs: i64) -> serde_json::Value {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let region = pool_id.split_once('_').map_or("us-east-1", |(r, _)| r);
+    serde_json::json!({
+        "iss": format!("https://cognito-idp.{region}.amazonaws.com/{pool_id}"),
+        "sub": sub,
+        "client_id": client_id,
+        "token_use": "access",
+        "scope": "aws.cognito.signin.user.admin",
+        "exp": now + ttl_secs,
+        "iat": now,
+        "auth_time": now,
+        "jti": format!("jti-{sub}"),
+        "username": format!("user-{sub}"),
+    })
+}
+
 // A 2048-bit RSA key made for these tests only (PKCS#1 DER, base64), and its modulus.
 const TEST_KEY_DER: &str = "MIIEpQIBAAKCAQEA8Y5gI7umU7Gwns2w3d+fhT3erQCuvSWlpqCOKS0+sxQw4UpG8kKdEfPYPDc81Pe//Vvuxt23XoGZOwaTTtwMM1tbLLKpk1bKkm5buvVSohEvgZGTd6SreuGHVjNwIqOsHFL/E+neXJ+VSH2pE/pOrSnS7hb3MezjnBu75Uf3cIHtyo9M72SUmcEZ1APEK7bXtDb1ftsWRmKIaRGix7npE9NxPBPNgdkG8KxA4VbyarJn0em6WAN1ONLa9pmQOHCyZ5UqSSwmfL5nBIYUQCzTdiFEkygKUoM7G7EGvp3AUUyoQCHClVuzWhbD1jzB5mj/gpGrV92YJUn3r/gvvtE2TwIDAQABAoIBAA1b8uw2/hFl4988f/odWnyrecu2nHNgiCNJgOM9GdkclkF3cqoGThqGkmBuK6KZmxgfg/qim3gSEc/mYrI7UD9s34N+1AsOg0CK8u7Jj4rgCXEQhIfa5xLyMyJs0NhRlfyxCGNpDT+xIbfzHy04LC6+f+hkA8LSl5n0HLWm/8PMiEB9CCjX5FcTtOyNnuAi1zxNAKIY7MCnwyAXLu2RQ0Bk+mhr1aAiIwTt2Pz0S0vBGaVrdwtOGsvAlgKIQBknvApTflpkIQHLC/wi1fYdHwYwzejQIxcK2PrBaAqlvoLD0a1HNkznQ+0ildYf0XAG8bzgm6oDWwNsCGFYuZVviFECgYEA/A8ij0P41IZTCsYU+9y+espfrEZ9j+ffQqLKOnWrXiG4M9x9uA57mW7CA6RWH7/ngesRIL487FQm01CT83oKUMVOQoTvpczb9pqTzuvxsJPM0020ftxiegg7L4Uzu0w6VUpdfkuiwsnQ8Qa3Osn7e8d0O48OkFJO/JtF7+dsDv8CgYEA9VUz1m80bweYlAh9tUpvPjbq0esXb019Y/Gx4a5kg0VvIJk9KCJ5fhnZt7CtCZ09JlnBAxFywomsSzvGfqlvO1AGg1aVeApSr8Gljy08tzinAJuC4OBTQN/fcpJ1fGJ0/7cXCkHFmDZA4aDS7zInrXxw/VG5c3sK0OM/X7g9KLECgYEArNl8K57DLoqGu+amUSlJfk71WOBmDp9FnR6ha4Fx6PVaqkXT+LoFzGwFpBW38cHZ8l/OuRN8F9yFW3fwXZEdLdKAHmGnLZ3UYcITBl0KurpARc8NrclXxrOKUsYXeaOGhSKgBpG7pbRcEk02rZwBVxqp/IXXyOSIwfWA+klK8uUCgYEAglar3abjEoHUnAEO2Dwdcc43XyMpJibjETAdMys1l1BSQ91l0mbOaSJOuvqQU+VH0ZIpqvmgIJ6H/MhbInvd7oMLksdzTX0ehOW6kaCU+zqL7xSvqc1ELdlCm1oYNOcSBbE9+mMLGVzph3Wr2wyoa9ELLmo2vpWGH4g76Ry20WECgYEA6W1Hun9JqPGUBNOLyggCUlqT/3vqoqCpa+r22zqjOlIm6tXICL1BX2e3PJ3V8SbimL83gsYb+zVw3em6IXb/QvJ6J8YDkI0k4ot2dnsUH00k2/RxiDd/6mNTzvfF/SX+Wevfzm4usItfPzLkrXPQm8z3ivp3YPay3Ilb4WSdM5Y=";
 const TEST_KEY_N: &str = "8Y5gI7umU7Gwns2w3d-fhT3erQCuvSWlpqCOKS0-sxQw4UpG8kKdEfPYPDc81Pe__Vvuxt23XoGZOwaTTtwMM1tbLLKpk1bKkm5buvVSohEvgZGTd6SreuGHVjNwIqOsHFL_E-neXJ-VSH2pE_pOrSnS7hb3MezjnBu75Uf3cIHtyo9M72SUmcEZ1APEK7bXtDb1ftsWRmKIaRGix7npE9NxPBPNgdkG8KxA4VbyarJn0em6WAN1ONLa9pmQOHCyZ5UqSSwmfL5nBIYUQCzTdiFEkygKUoM7G7EGvp3AUUyoQCHClVuzWhbD1jzB5mj_gpGrV92YJUn3r_gvvtE2Tw";

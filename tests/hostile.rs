@@ -182,7 +182,8 @@ async fn the_rate_cap_answers_503_never_401() {
     }
     assert!(statuses.iter().all(|s| matches!(s, 200 | 503)), "{statuses:?}");
     let ok = statuses.iter().filter(|s| **s == 200).count();
-    assert!((5..=7).contains(&ok), "{statuses:?}");
+    // A burst of 5, then 5 a second: the 20 requests take well under the 3 s they would need.
+    assert!((5..=10).contains(&ok), "{statuses:?}");
     assert_eq!(fake.get_user_calls() as usize, ok);
 }
 

@@ -15,7 +15,7 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub const PASSWORD: &str = "Corr3ct-Horse!";
 
@@ -99,20 +99,7 @@ pub fn altered(token: &str, changes: &[(&str, Value)]) -> String {
     format!("{}.{}.{}", parts[0], b64(claims.to_string().as_bytes()), parts[2])
 }
 
-/// Access-token claims of the pool, for the fake upstream, valid for `ttl_secs`.
-pub fn access_claims(pool_id: &str, client_id: &str, sub: &str, ttl_secs: i64) -> Value {
-    json!({
-        "iss": format!("https://cognito-idp.us-east-1.amazonaws.com/{pool_id}"),
-        "sub": sub,
-        "client_id": client_id,
-        "token_use": "access",
-        "scope": "aws.cognito.signin.user.admin",
-        "exp": unix_now() + ttl_secs,
-        "iat": unix_now(),
-        "jti": format!("jti-{sub}"),
-        "username": format!("user-{sub}"),
-    })
-}
+pub use actix_cognito::testing::access_claims;
 
 pub const FAKE_POOL: &str = "us-east-1_FakePool1";
 pub const FAKE_CLIENT: &str = "fakeclient1";
