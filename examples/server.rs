@@ -113,6 +113,11 @@ async fn main() -> std::io::Result<()> {
     };
     // One verifier, built once: every worker and every wrapped scope shares its cache.
     let verifier = verifier_from_env();
+    // The keys (and, in fleet mode, the invalidation channel) before the first request; on
+    // failure they are fetched when a token needs them.
+    if let Err(e) = verifier.hydrate().await {
+        tracing::warn!("{e}");
+    }
     tracing::info!(pool = verifier.user_pool_id(), port, "listening on 127.0.0.1");
     HttpServer::new(move || {
         App::new()

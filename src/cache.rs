@@ -1,19 +1,30 @@
-//! The verdict caches: positive entries capped at `exp`, negative entries, stale copies.
+//! The verdict cache: fresh positive verdicts capped at `exp`, remembered rejections, stale
+//! copies for stale-if-error, the users' shared profiles, and the loads in flight.
+//!
+//! Invalidation is the one thing a cache of verdicts must never get wrong. Three rules hold it:
+//! - an invalidation removes the matching entries *and* marks every matching load in flight, and
+//!   an entry made by a marked load is never served, by the request that loaded it, by the
+//!   requests that joined that load, or by any later request;
+//! - any rejection of a token drops its stale copy, so an outage can never bring it back;
+//! - no duration arithmetic on the request path can overflow.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use moka::future::Cache;
 use moka::Expiry;
 
-use crate::error::Rejection;
-use crate::token::TokenKey;
-use crate::user::Principal;
+use crate::error::{Rejection, VerifyError};
+use crate::token::{Claims, TokenKey};
+use crate::user::{Principal, Profile};
 
 #[derive(Debug, Clone)]
 pub(crate) struct CacheSettings {
     pub(crate) ttl: Duration,
     pub(crate) capacity: u64,
+    pub(crate) max_bytes: u64,
     pub(crate) negative_ttl: Duration,
     pub(crate) negative_capacity: u64,
     pub(crate) stale_grace: Option<Duration>,
@@ -24,6 +35,7 @@ impl Default for CacheSettings {
         CacheSettings {
             ttl: Duration::from_secs(30),
             capacity: 100_000,
+            max_bytes: 128 * 1024 * 1024,
             negative_ttl: Duration::from_secs(10),
             negative_capacity: 10_000,
             stale_grace: None,
@@ -31,17 +43,88 @@ impl Default for CacheSettings {
     }
 }
 
+/// A load in flight: which token and user it is for, and whether an invalidation hit it.
+pub(crate) struct Flight {
+    key: TokenKey,
+    sub: Box<str>,
+    username: Option<Box<str>>,
+    revoked: AtomicBool,
+}
+
+impl Flight {
+    pub(crate) fn revoked(&self) -> bool {
+        self.revoked.load(Relaxed)
+    }
+
+    fn matches(&self, target: &Target<'_>) -> bool {
+        match target {
+            Target::Token(key) => self.key == **key,
+            Target::User(id) => &*self.sub == *id || self.username.as_deref() == Some(*id),
+            Target::All => true,
+        }
+    }
+}
+
+/// Keeps a load registered for invalidations until the request that started it is done with
+/// its entry (the entry is in the cache by then, where invalidations find it).
+pub(crate) struct FlightGuard<'a> {
+    cache: &'a VerdictCache,
+    flight: Arc<Flight>,
+}
+
+impl FlightGuard<'_> {
+    pub(crate) fn flight(&self) -> &Arc<Flight> {
+        &self.flight
+    }
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.cache.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = flights.iter().position(|f| Arc::ptr_eq(f, &self.flight)) {
+            flights.swap_remove(i);
+        }
+    }
+}
+
+/// What an invalidation is aimed at.
+pub(crate) enum Target<'a> {
+    Token(&'a TokenKey),
+    User(&'a str),
+    All,
+}
+
 /// A positive verdict and the instant until which it may be served.
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) principal: Principal,
     pub(crate) until: Instant,
+    flight: Arc<Flight>,
 }
 
-/// The instant a token expires, on the monotonic clock.
-pub(crate) fn exp_instant(exp: i64, now: Instant) -> Instant {
-    let exp = UNIX_EPOCH + Duration::from_secs(exp.max(0) as u64);
-    now + exp.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
+/// A verdict fresh from the loader, and the longest it may be kept (a verdict shared by another
+/// instance has already lived part of its life).
+pub(crate) type Loaded = Result<(Principal, Option<Duration>), VerifyError>;
+
+/// What [`VerdictCache::get_or_load`] found.
+pub(crate) enum Outcome {
+    Verdict(Result<Principal, VerifyError>),
+    /// An invalidation ran while the verdict was being made: verify again.
+    Revoked,
+}
+
+/// `now + d`, or `now` where that would overflow: an entry that cannot be dated expires at once.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d).unwrap_or(now)
+}
+
+/// How long until `exp` (seconds since the Unix epoch); zero once it has passed.
+pub(crate) fn until_exp(exp: i64) -> Duration {
+    match UNIX_EPOCH.checked_add(Duration::from_secs(exp.max(0) as u64)) {
+        Some(exp) => exp.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO),
+        // Past what the clock can represent: not expired, ever.
+        None => Duration::MAX,
+    }
 }
 
 /// Each entry lives until its own `until`, which is never past the token's `exp`.
@@ -53,21 +136,35 @@ impl Expiry<TokenKey, Entry> for UntilExpiry {
     }
 }
 
-pub(crate) struct Caches {
+/// Heap bytes an entry holds beyond its principal: the cache's own node, key and expiry data.
+const ENTRY_OVERHEAD: usize = 160;
+
+pub(crate) struct VerdictCache {
     pub(crate) settings: CacheSettings,
+    pub(crate) counters: Counters,
     /// Fresh positive verdicts. Loading through it coalesces concurrent misses of one token.
-    pub(crate) fresh: Cache<TokenKey, Entry>,
-    /// Definitive rejections from Cognito.
-    pub(crate) negative: Option<Cache<TokenKey, Rejection>>,
+    fresh: Cache<TokenKey, Entry>,
+    /// Definitive rejections.
+    negative: Option<Cache<TokenKey, Rejection>>,
     /// With stale-if-error: the last positive verdict of each token, kept for `ttl + grace`.
-    pub(crate) stale: Option<Cache<TokenKey, Entry>>,
+    stale: Option<Cache<TokenKey, Entry>>,
+    /// The profile of each user with a cached token, by `sub`.
+    profiles: Mutex<HashMap<Box<str>, Weak<Profile>>>,
+    flights: Mutex<Vec<Arc<Flight>>>,
 }
 
-impl Caches {
+impl VerdictCache {
     pub(crate) fn new(settings: CacheSettings) -> Self {
-        let positive = |capacity| {
+        // Each entry weighs its bytes, and at least an even share of the budget, so that both
+        // the byte budget and the entry capacity hold.
+        let positive = |capacity: u64| {
+            let floor = (settings.max_bytes / capacity.max(1)).min(u32::MAX as u64) as usize;
             Cache::builder()
-                .max_capacity(capacity)
+                .max_capacity(settings.max_bytes)
+                .weigher(move |_: &TokenKey, e: &Entry| {
+                    let bytes = ENTRY_OVERHEAD + e.principal.heap_bytes();
+                    bytes.max(floor).min(u32::MAX as usize) as u32
+                })
                 .expire_after(UntilExpiry)
                 .support_invalidation_closures()
                 .build()
@@ -79,11 +176,199 @@ impl Caches {
                 .build()
         });
         let stale = settings.stale_grace.map(|_| positive(settings.capacity));
-        Caches { fresh: positive(settings.capacity), negative, stale, settings }
+        VerdictCache {
+            fresh: positive(settings.capacity),
+            negative,
+            stale,
+            settings,
+            counters: Counters::default(),
+            profiles: Mutex::default(),
+            flights: Mutex::default(),
+        }
     }
 
     pub(crate) fn enabled(&self) -> bool {
         !self.settings.ttl.is_zero()
+    }
+
+    /// A fresh positive verdict, if one may be served.
+    #[inline]
+    pub(crate) async fn get(&self, key: &TokenKey) -> Option<Principal> {
+        let entry = self.fresh.get(key).await?;
+        (!entry.flight.revoked()).then_some(entry.principal)
+    }
+
+    /// A remembered rejection.
+    pub(crate) async fn rejection(&self, key: &TokenKey) -> Option<Rejection> {
+        self.negative.as_ref()?.get(key).await
+    }
+
+    /// Registers a load for `key`, so that invalidations that run while it is in flight mark it.
+    pub(crate) fn begin(&self, key: TokenKey, claims: &Claims) -> FlightGuard<'_> {
+        let flight = Arc::new(Flight {
+            key,
+            sub: claims.sub.as_str().into(),
+            username: claims.username.as_deref().map(Into::into),
+            revoked: AtomicBool::new(false),
+        });
+        self.flights.lock().unwrap_or_else(|e| e.into_inner()).push(flight.clone());
+        FlightGuard { cache: self, flight }
+    }
+
+    /// The verdict for `key`: a fresh entry, or the result of `load` (run once for all the
+    /// concurrent requests of one token). Positive verdicts are kept until min(TTL, `exp`),
+    /// rejections are remembered, unavailability never is (a stale verdict may bridge it).
+    pub(crate) async fn get_or_load<F>(
+        &self,
+        key: TokenKey,
+        guard: &FlightGuard<'_>,
+        load: F,
+    ) -> (Outcome, bool)
+    where
+        F: std::future::Future<Output = Loaded>,
+    {
+        let mut loaded_here = false;
+        let flight = guard.flight.clone();
+        let load = async {
+            loaded_here = true;
+            let verdict = load.await;
+            self.entry_for(key, flight, verdict).await
+        };
+        let result = self.fresh.try_get_with(key, load).await;
+        let outcome = match result {
+            Ok(entry) if entry.flight.revoked() => {
+                self.fresh.invalidate(&key).await;
+                Outcome::Revoked
+            }
+            Ok(entry) => Outcome::Verdict(Ok(entry.principal)),
+            Err(err) => Outcome::Verdict(Err(VerifyError::clone(&err))),
+        };
+        (outcome, loaded_here)
+    }
+
+    async fn entry_for(
+        &self,
+        key: TokenKey,
+        flight: Arc<Flight>,
+        verdict: Loaded,
+    ) -> Result<Entry, VerifyError> {
+        let now = Instant::now();
+        match verdict {
+            Ok((principal, cap)) => {
+                let life = until_exp(principal.exp());
+                if let (Some(stale), Some(grace), false) =
+                    (&self.stale, self.settings.stale_grace, flight.revoked())
+                {
+                    let keep = life.min(self.settings.ttl.saturating_add(grace));
+                    stale
+                        .insert(
+                            key,
+                            Entry {
+                                principal: principal.clone(),
+                                until: later(now, keep),
+                                flight: flight.clone(),
+                            },
+                        )
+                        .await;
+                }
+                let life = life.min(self.settings.ttl).min(cap.unwrap_or(Duration::MAX));
+                Ok(Entry { until: later(now, life), principal, flight })
+            }
+            Err(VerifyError::Rejected(r)) => {
+                self.reject(&key, r).await;
+                Err(VerifyError::Rejected(r))
+            }
+            Err(VerifyError::Unavailable(u)) => {
+                // Stale-if-error: reuse the last positive verdict within its grace, for one
+                // retry interval at a time.
+                let stale = match &self.stale {
+                    Some(stale) => stale.get(&key).await.filter(|e| !e.flight.revoked()),
+                    None => None,
+                };
+                let Some(stale) = stale else { return Err(VerifyError::Unavailable(u)) };
+                Counters::bump(&self.counters.stale_served);
+                tracing::warn!(kind = u.kind().as_str(), "Cognito unavailable; serving a stale verdict");
+                let life = stale.until.saturating_duration_since(now).min(u.retry_after());
+                Ok(Entry { until: later(now, life), principal: stale.principal, flight })
+            }
+        }
+    }
+
+    /// Records a rejection of `key`: its stale copy goes, and a definitive rejection is
+    /// remembered. An unknown key id says more about our copy of the keys than about the token:
+    /// a key rotated in since the last fetch must not stay refused for a negative TTL.
+    pub(crate) async fn reject(&self, key: &TokenKey, r: Rejection) {
+        if let Some(stale) = &self.stale {
+            stale.invalidate(key).await;
+        }
+        if let (Some(negative), false) = (&self.negative, r == Rejection::UnknownKey) {
+            negative.insert(*key, r).await;
+        }
+    }
+
+    /// The user's profile, shared with the other cached tokens of the same user when equal.
+    pub(crate) fn intern(&self, profile: Profile) -> Arc<Profile> {
+        let mut profiles = self.profiles.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = profiles.get(profile.sub()).and_then(Weak::upgrade) {
+            if *known == profile {
+                return known;
+            }
+        }
+        // Amortized: prune the profiles no entry holds any more when the map has doubled.
+        if profiles.len() >= 1024 && profiles.len().is_power_of_two() {
+            profiles.retain(|_, p| p.strong_count() > 0);
+        }
+        let profile = Arc::new(profile);
+        profiles.insert(profile.sub().into(), Arc::downgrade(&profile));
+        profile
+    }
+
+    /// Drops the matching verdicts and marks the matching loads in flight.
+    pub(crate) fn invalidate(&self, target: Target<'_>) {
+        for flight in self.flights.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if flight.matches(&target) {
+                flight.revoked.store(true, Relaxed);
+            }
+        }
+        let positive = std::iter::once(&self.fresh).chain(&self.stale);
+        match target {
+            Target::Token(key) => {
+                let key = *key;
+                for cache in positive {
+                    // Cannot fail: every positive cache is built with invalidation closures.
+                    let _ = cache.invalidate_entries_if(move |k, _| *k == key);
+                }
+                if let Some(negative) = &self.negative {
+                    let _ = negative.remove(&key);
+                }
+            }
+            Target::User(id) => {
+                let id = id.to_owned();
+                let matches = move |_: &TokenKey, e: &Entry| {
+                    e.principal.user().is_some_and(|u| u.sub() == id || u.username() == id)
+                };
+                for cache in positive {
+                    let _ = cache.invalidate_entries_if(matches.clone());
+                }
+            }
+            Target::All => {
+                positive.for_each(|c| c.invalidate_all());
+                if let Some(negative) = &self.negative {
+                    negative.invalidate_all();
+                }
+            }
+        }
+    }
+
+    /// Runs the caches' pending maintenance (evictions, expirations, invalidations) now.
+    pub(crate) async fn run_pending_tasks(&self) {
+        self.fresh.run_pending_tasks().await;
+        if let Some(c) = &self.negative {
+            c.run_pending_tasks().await;
+        }
+        if let Some(c) = &self.stale {
+            c.run_pending_tasks().await;
+        }
     }
 }
 
@@ -137,6 +422,9 @@ pub struct Stats {
     pub rejections: Vec<(Rejection, u64)>,
     /// Fresh positive entries now held.
     pub entries: u64,
+    /// What the fresh positive entries weigh, in bytes (their principals, and the cache's own
+    /// bookkeeping); never more than the byte budget, `cache_max_bytes`.
+    pub entry_bytes: u64,
     /// Rejections now held.
     pub negative_entries: u64,
 }
@@ -152,7 +440,8 @@ impl Stats {
         self.rejections.iter().map(|(_, n)| n).sum()
     }
 
-    pub(crate) fn read(c: &Counters, caches: &Caches) -> Stats {
+    pub(crate) fn read(cache: &VerdictCache) -> Stats {
+        let c = &cache.counters;
         let get = |a: &AtomicU64| a.load(Relaxed);
         Stats {
             hits: get(&c.hits),
@@ -168,8 +457,23 @@ impl Stats {
                 .map(|r| (*r, get(&c.rejections[r.index()])))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
-            entries: caches.fresh.entry_count(),
-            negative_entries: caches.negative.as_ref().map_or(0, Cache::entry_count),
+            entries: cache.fresh.entry_count(),
+            entry_bytes: cache.fresh.weighted_size(),
+            negative_entries: cache.negative.as_ref().map_or(0, Cache::entry_count),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_past_any_clock_expire_at_once_instead_of_panicking() {
+        let now = Instant::now();
+        assert_eq!(later(now, Duration::MAX), now);
+        assert!(until_exp(i64::MAX) > Duration::from_secs(3600));
+        assert_eq!(until_exp(i64::MIN), Duration::ZERO);
+        assert_eq!(until_exp(0), Duration::ZERO);
     }
 }

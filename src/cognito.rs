@@ -61,6 +61,11 @@ impl Cognito {
         Cognito { client: Client::from_conf(conf.build()), retry_after: s.retry_after }
     }
 
+    /// The `Retry-After` to suggest when Cognito is unavailable.
+    pub(crate) fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
     /// Asks Cognito whether the token is still good, and whose it is.
     pub(crate) async fn get_user(&self, token: &str) -> Result<GetUserAnswer, VerifyError> {
         match self.client.get_user().access_token(token).send().await {

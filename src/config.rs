@@ -72,7 +72,7 @@ impl VerifierBuilder {
             cache: CacheSettings::default(),
             signature_check: true,
             jwks_url: None,
-            jwks_refresh_interval: Duration::from_secs(60),
+            jwks_refresh_interval: Duration::from_secs(5),
             max_in_flight: 64,
             max_per_second: None,
             #[cfg(feature = "redis")]
@@ -186,6 +186,17 @@ impl VerifierBuilder {
         self
     }
 
+    /// Most memory the positive verdicts may take, in bytes (default 128 MiB, at least 1 MiB).
+    ///
+    /// Each verdict weighs what its principal holds on the heap (attributes included; users can
+    /// write their own, up to tens of kilobytes), so large attributes cannot grow the cache past
+    /// this budget. Tokens of one user share one copy of the user's attributes. With
+    /// stale-if-error, the stale copies have a budget of the same size.
+    pub fn cache_max_bytes(mut self, bytes: u64) -> Self {
+        self.cache.max_bytes = bytes;
+        self
+    }
+
     /// How long a definitive rejection from Cognito is remembered (default 10 s; zero disables),
     /// so that a replayed dead token costs one call per this period.
     pub fn negative_ttl(mut self, ttl: Duration) -> Self {
@@ -222,8 +233,10 @@ impl VerifierBuilder {
         self
     }
 
-    /// The least time between two JWKS fetches caused by unknown key ids (default 60 s): a
-    /// flood of tokens with made-up `kid`s costs at most one fetch per interval.
+    /// The least time between two JWKS fetches caused by unknown key ids (default 5 s, from 1 s
+    /// to 1 h): a flood of tokens with made-up `kid`s costs at most one fetch per interval, and a
+    /// key Cognito rotates in is accepted within one interval even during such a flood. A `kid`
+    /// that was absent from a fetch made after the token was issued costs no fetch at all.
     pub fn jwks_refresh_interval(mut self, interval: Duration) -> Self {
         self.jwks_refresh_interval = interval;
         self
@@ -354,6 +367,18 @@ impl VerifierBuilder {
             "at least 1 s (Retry-After counts whole seconds)",
         )?;
         range(self.cache.capacity > 0, "cache_capacity", "at least 1")?;
+        range(self.cache.max_bytes >= 1 << 20, "cache_max_bytes", "at least 1 MiB")?;
+        const HOUR: Duration = Duration::from_secs(3600);
+        // Access tokens live a day at most: nothing is kept longer. These bounds also keep every
+        // instant computed on the request path far from overflowing.
+        range(
+            self.cache.ttl <= 24 * HOUR,
+            "cache_ttl",
+            "at most 24 hours (the longest an access token lives)",
+        )?;
+        range(self.cache.negative_ttl <= HOUR, "negative_ttl", "at most 1 hour")?;
+        range(self.cache.stale_grace.is_none_or(|g| g <= 24 * HOUR), "stale_if_error", "at most 24 hours")?;
+        range(self.retry_after <= HOUR, "retry_after", "at most 1 hour")?;
         range(self.max_in_flight > 0, "max_get_user_in_flight", "at least 1")?;
         let max_per_second = match self.max_per_second {
             Some(n) => Some(NonZeroU32::new(n).ok_or(ConfigError::InvalidSetting {
@@ -381,7 +406,11 @@ impl VerifierBuilder {
             }
             (None, None) => format!("{}/.well-known/jwks.json", issuers[0]),
         };
-        range(self.jwks_refresh_interval >= Duration::from_secs(1), "jwks_refresh_interval", "at least 1 s")?;
+        range(
+            (Duration::from_secs(1)..=HOUR).contains(&self.jwks_refresh_interval),
+            "jwks_refresh_interval",
+            "from 1 s to 1 hour",
+        )?;
         let jwks = self.signature_check.then_some(JwksSettings {
             url: jwks_url,
             refresh_interval: self.jwks_refresh_interval,
@@ -540,6 +569,25 @@ mod tests {
         assert!(matches!(err, ConfigError::InvalidSetting { setting: "max_attempts", .. }));
         let err = builder("eu-west-1_Abc").operation_timeout(Duration::ZERO).build().unwrap_err();
         assert!(matches!(err, ConfigError::InvalidSetting { setting: "operation_timeout", .. }));
+    }
+
+    #[test]
+    fn durations_too_long_to_mean_anything_fail_at_build_naming_the_limit() {
+        let err = builder("eu-west-1_Abc").cache_ttl(Duration::MAX).build().unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidSetting { setting: "cache_ttl", .. }), "{err}");
+        assert!(err.to_string().contains("24 hours"), "{err}");
+        for (b, setting) in [
+            (builder("eu-west-1_Abc").negative_ttl(Duration::MAX), "negative_ttl"),
+            (builder("eu-west-1_Abc").stale_if_error(Duration::MAX), "stale_if_error"),
+            (builder("eu-west-1_Abc").retry_after(Duration::MAX), "retry_after"),
+            (builder("eu-west-1_Abc").jwks_refresh_interval(Duration::MAX), "jwks_refresh_interval"),
+            (builder("eu-west-1_Abc").leeway(Duration::MAX), "leeway"),
+            (builder("eu-west-1_Abc").operation_timeout(Duration::MAX), "operation_timeout"),
+        ] {
+            let err = b.build().unwrap_err();
+            assert!(matches!(err, ConfigError::InvalidSetting { setting: s, .. } if s == setting), "{err}");
+        }
+        assert!(builder("eu-west-1_Abc").cache_ttl(Duration::from_secs(24 * 3600)).build().is_ok());
     }
 
     #[tokio::test]

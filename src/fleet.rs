@@ -5,7 +5,7 @@
 //! tight timeout, a failure opens a breaker for a few seconds (during which Redis is skipped and
 //! adds no latency), and anything that does not decode is a miss.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,8 +15,9 @@ use redis::AsyncCommands;
 use tokio::sync::OnceCell;
 
 use crate::error::Rejection;
+use crate::token::Claims;
 use crate::token::TokenKey;
-use crate::user::{CognitoUser, StoredUser};
+use crate::user::{CognitoUser, Profile};
 
 /// Fleet-mode settings, from [`VerifierBuilder::redis`](crate::VerifierBuilder::redis).
 #[derive(Debug, Clone)]
@@ -27,13 +28,17 @@ pub(crate) struct FleetSettings {
     pub(crate) breaker: Duration,
 }
 
-/// What Redis holds for a token.
+/// What Redis holds for a token, once checked against the token's own claims.
 pub(crate) enum Shared {
-    /// A user, and until when (Unix ms) the verdict may be served.
-    User(CognitoUser, u64),
+    /// A user's profile, and until when (Unix ms) the verdict may be served.
+    User(Profile, u64),
     Rejected(Rejection),
 }
 
+/// A shared verdict as stored. A positive one names the token it was made for (`sub`, username,
+/// `client_id`, `exp`, `jti`): it is served only to a token whose verified claims say the same,
+/// and only the profile (username and attributes) is taken from it. Groups and scopes always
+/// come from the token.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stored {
     /// Format version.
@@ -45,6 +50,56 @@ struct Stored {
     #[serde(default)]
     rejected: Option<String>,
 }
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredUser {
+    u: String,
+    s: String,
+    a: Vec<(String, String)>,
+    c: String,
+    e: i64,
+    j: Option<String>,
+}
+
+impl StoredUser {
+    fn new(user: &CognitoUser) -> Self {
+        let owned = |s: &str| s.to_owned();
+        StoredUser {
+            u: owned(user.username()),
+            s: owned(user.sub()),
+            a: user.attributes().map(|(k, v)| (owned(k), owned(v))).collect(),
+            c: owned(user.client_id()),
+            e: user.exp(),
+            j: user.jti().map(owned),
+        }
+    }
+
+    /// Whether this verdict was made for the token whose claims these are.
+    fn made_for(&self, claims: &Claims) -> bool {
+        self.s == claims.sub
+            && claims.username.as_deref() == Some(self.u.as_str())
+            && claims.client_id.as_deref() == Some(self.c.as_str())
+            && self.e == claims.exp
+            && self.j == claims.jti
+    }
+}
+
+/// Format version of [`Stored`]; values of any other version are misses.
+const VERSION: u8 = 2;
+
+/// Writes a positive verdict only if no invalidation ran since the writer read the generation
+/// (KEYS: entry, generation, user indexes; ARGV: value, ttl ms, generation read), so that a
+/// `GetUser` answer that was in flight during a sign-out cannot put the user back.
+const PUT_IF_CURRENT: &str = r"
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+for i = 3, #KEYS do
+  redis.call('SADD', KEYS[i], KEYS[1])
+  redis.call('PEXPIRE', KEYS[i], ARGV[2], 'GT')
+  redis.call('PEXPIRE', KEYS[i], ARGV[2], 'NX')
+end
+return 1
+";
 
 /// An invalidation, as broadcast.
 pub(crate) enum Message {
@@ -59,6 +114,11 @@ pub(crate) struct Fleet {
     conn: OnceCell<ConnectionManager>,
     down_until: Mutex<Option<Instant>>,
     listening: AtomicBool,
+    /// Whether the invalidation channel is subscribed to.
+    subscribed: tokio::sync::watch::Sender<bool>,
+    put_if_current: redis::Script,
+    /// When a value that does not belong to its token was last reported, Unix seconds.
+    mismatch_reported: AtomicU64,
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -89,6 +149,9 @@ impl Fleet {
             conn: OnceCell::new(),
             down_until: Mutex::new(None),
             listening: AtomicBool::new(false),
+            subscribed: tokio::sync::watch::Sender::new(false),
+            put_if_current: redis::Script::new(PUT_IF_CURRENT),
+            mismatch_reported: AtomicU64::new(0),
         })
     }
 
@@ -98,6 +161,10 @@ impl Fleet {
 
     fn user_index(&self, id: &str) -> String {
         format!("{}u:{id}", self.settings.prefix)
+    }
+
+    fn generation(&self) -> String {
+        format!("{}gen", self.settings.prefix)
     }
 
     fn channel(&self) -> String {
@@ -166,29 +233,39 @@ impl Fleet {
         }
     }
 
-    /// The shared verdict for a token, if there is a good one.
-    pub(crate) async fn get(&self, key: &TokenKey) -> Option<Shared> {
-        let name = self.entry_key(key);
-        let raw: Option<Vec<u8>> = self
+    /// The shared verdict for a token, if there is one made for it, and the invalidation
+    /// generation to write back under (none when Redis could not be read).
+    pub(crate) async fn get(&self, key: &TokenKey, claims: &Claims) -> (Option<Shared>, Option<String>) {
+        let (name, generation) = (self.entry_key(key), self.generation());
+        let read: Option<(Option<Vec<u8>>, Option<String>)> = self
             .run("get", |mut c| {
-                let name = name.clone();
-                async move { c.get(name).await }
+                let (name, generation) = (name.clone(), generation.clone());
+                async move { redis::pipe().get(name).get(generation).query_async(&mut c).await }
             })
-            .await?;
-        let stored: Stored = match serde_json::from_slice(&raw?) {
-            Ok(s) => s,
-            Err(_) => {
-                tracing::warn!("a value in Redis does not decode; treating it as a miss");
-                return None;
-            }
+            .await;
+        let Some((raw, generation)) = read else { return (None, None) };
+        let generation = Some(generation.unwrap_or_else(|| "0".to_owned()));
+        (raw.and_then(|raw| self.decode(&raw, claims)), generation)
+    }
+
+    fn decode(&self, raw: &[u8], claims: &Claims) -> Option<Shared> {
+        let Ok(stored) = serde_json::from_slice::<Stored>(raw) else {
+            self.report("a value in Redis does not decode; treating it as a miss");
+            return None;
         };
-        if stored.v != 1 || stored.until <= unix_ms() {
+        if stored.v != VERSION || stored.until <= unix_ms() {
             return None;
         }
         match (stored.user, stored.rejected) {
             (Some(user), None) => {
-                let user = CognitoUser::from(user);
-                (user.exp() as u64 * 1000 > unix_ms()).then_some(Shared::User(user, stored.until))
+                if !user.made_for(claims) {
+                    self.report("a verdict in Redis was not made for the token it is stored under; treating it as a miss");
+                    return None;
+                }
+                let attributes = user.a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let profile = Profile::new(&user.u, &user.s, attributes);
+                (profile.sub() == claims.sub && (claims.exp as u64).saturating_mul(1000) > unix_ms())
+                    .then_some(Shared::User(profile, stored.until))
             }
             (None, Some(code)) => {
                 Rejection::ALL.iter().find(|r| r.as_str() == code).map(|r| Shared::Rejected(*r))
@@ -197,29 +274,46 @@ impl Fleet {
         }
     }
 
-    /// Shares a positive verdict until `until_ms` (never past `exp`).
-    pub(crate) async fn put_user(&self, key: &TokenKey, user: &CognitoUser, until_ms: u64) {
-        let until = until_ms.min(user.exp().max(0) as u64 * 1000);
+    /// Logs a suspicious value at most once a minute: whoever can write to Redis must not be
+    /// able to flood the logs.
+    fn report(&self, message: &'static str) {
+        let now = unix_ms() / 1000;
+        let last = self.mismatch_reported.load(Ordering::Relaxed);
+        if now >= last + 60
+            && self
+                .mismatch_reported
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(prefix = %self.settings.prefix, "{message}");
+        }
+    }
+
+    /// Shares a positive verdict until `until_ms` (never past `exp`), unless an invalidation
+    /// ran since `generation` was read.
+    pub(crate) async fn put_user(&self, key: &TokenKey, user: &CognitoUser, until_ms: u64, generation: &str) {
+        let until = until_ms.min((user.exp().max(0) as u64).saturating_mul(1000));
         let ttl = until.saturating_sub(unix_ms());
         if ttl == 0 {
             return;
         }
-        let value = serde_json::to_vec(&Stored { v: 1, until, user: Some(user.into()), rejected: None })
-            .expect("serializing a user cannot fail");
-        let name = self.entry_key(key);
-        let indexes = [self.user_index(user.sub()), self.user_index(user.username())];
+        let value = serde_json::to_vec(&Stored {
+            v: VERSION,
+            until,
+            user: Some(StoredUser::new(user)),
+            rejected: None,
+        })
+        .expect("serializing a user cannot fail");
+        let keys = [
+            self.entry_key(key),
+            self.generation(),
+            self.user_index(user.sub()),
+            self.user_index(user.username()),
+        ];
         self.run("set", |mut c| {
-            let (name, value, indexes) = (name.clone(), value.clone(), indexes.clone());
-            async move {
-                let mut pipe = redis::pipe();
-                pipe.cmd("SET").arg(&name).arg(value).arg("PX").arg(ttl).ignore();
-                for index in &indexes {
-                    pipe.sadd(index, &name).ignore();
-                    pipe.cmd("PEXPIRE").arg(index).arg(ttl).arg("GT").ignore();
-                    pipe.cmd("PEXPIRE").arg(index).arg(ttl).arg("NX").ignore();
-                }
-                pipe.query_async::<()>(&mut c).await
-            }
+            let mut invocation = self.put_if_current.prepare_invoke();
+            invocation.key(&keys[..]).arg(&value).arg(ttl).arg(generation);
+            async move { invocation.invoke_async::<i64>(&mut c).await.map(drop) }
         })
         .await;
     }
@@ -228,7 +322,7 @@ impl Fleet {
     pub(crate) async fn put_rejection(&self, key: &TokenKey, rejection: Rejection, ttl: Duration) {
         let until = unix_ms() + ttl.as_millis() as u64;
         let value = serde_json::to_vec(&Stored {
-            v: 1,
+            v: VERSION,
             until,
             user: None,
             rejected: Some(rejection.as_str().into()),
@@ -254,10 +348,14 @@ impl Fleet {
     /// Removes a token's shared verdict and tells every instance to drop it.
     pub(crate) async fn invalidate_token(&self, key: &TokenKey) {
         let (name, channel, message) = (self.entry_key(key), self.channel(), format!("t:{}", hex(key)));
+        let generation = self.generation();
         self.run("invalidate", |mut c| {
             let (name, channel, message) = (name.clone(), channel.clone(), message.clone());
+            let generation = generation.clone();
             async move {
                 redis::pipe()
+                    .incr(&generation, 1)
+                    .ignore()
                     .del(&name)
                     .ignore()
                     .publish(&channel, message)
@@ -272,9 +370,14 @@ impl Fleet {
     /// Removes a user's shared verdicts and tells every instance to drop theirs.
     pub(crate) async fn invalidate_user(&self, id: &str) {
         let (index, channel, message) = (self.user_index(id), self.channel(), format!("u:{id}"));
+        let generation = self.generation();
         self.run("invalidate", |mut c| {
             let (index, channel, message) = (index.clone(), channel.clone(), message.clone());
+            let generation = generation.clone();
             async move {
+                // First the generation, so that no write of a load already in flight can land
+                // after the entries are gone.
+                c.incr::<_, _, ()>(&generation, 1).await?;
                 let names: Vec<String> = c.smembers(&index).await?;
                 let mut pipe = redis::pipe();
                 for name in &names {
@@ -288,10 +391,13 @@ impl Fleet {
 
     /// Removes every shared verdict of this prefix and tells every instance to drop theirs.
     pub(crate) async fn invalidate_all(&self) {
-        let (pattern, channel) = (format!("{}*", self.settings.prefix), self.channel());
+        let (pattern, channel) = (format!("{}[tu]:*", self.settings.prefix), self.channel());
+        let generation = self.generation();
         self.run("invalidate", |mut c| {
             let (pattern, channel) = (pattern.clone(), channel.clone());
+            let generation = generation.clone();
             async move {
+                c.incr::<_, _, ()>(&generation, 1).await?;
                 let names: Vec<String> = {
                     let mut iter: redis::AsyncIter<String> = c.scan_match(&pattern).await?;
                     let mut names = Vec::new();
@@ -310,6 +416,13 @@ impl Fleet {
         .await;
     }
 
+    /// Waits, at most `limit`, until the invalidation channel is subscribed to.
+    pub(crate) async fn subscribed(&self, limit: Duration) -> bool {
+        let mut rx = self.subscribed.subscribe();
+        let subscribed = matches!(tokio::time::timeout(limit, rx.wait_for(|s| *s)).await, Ok(Ok(_)));
+        subscribed
+    }
+
     /// Starts, once, the task that applies broadcast invalidations to this instance's cache.
     ///
     /// It holds the verifier weakly and ends when the verifier is dropped. Each time it
@@ -324,6 +437,7 @@ impl Fleet {
             return;
         }
         let (client, channel, timeout) = (self.client.clone(), self.channel(), self.settings.timeout);
+        let status = self.subscribed.clone();
         tokio::spawn(async move {
             loop {
                 if target.strong_count() == 0 {
@@ -341,6 +455,7 @@ impl Fleet {
                         Some(t) => apply(&t, Message::All),
                         None => return,
                     }
+                    status.send_replace(true);
                     let mut messages = pubsub.on_message();
                     while let Some(msg) = messages.next().await {
                         let Ok(payload) = msg.get_payload::<String>() else { continue };
@@ -356,6 +471,7 @@ impl Fleet {
                             (None, _) => {}
                         }
                     }
+                    status.send_replace(false);
                     tracing::warn!("lost the Redis invalidation channel; resubscribing");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -4,7 +4,7 @@
 //! wrong signature) from spending the account's `GetUser` quota.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,8 @@ pub(crate) struct KeySet {
     keys: RwLock<Arc<HashMap<String, DecodingKey>>>,
     /// Held while fetching, so concurrent misses wait for one fetch; holds the last attempt.
     refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// When the keys were last fetched successfully, Unix seconds (`i64::MIN`: never).
+    fetched_at: AtomicI64,
     fetches: AtomicU64,
 }
 
@@ -47,6 +49,7 @@ impl KeySet {
             settings,
             keys: RwLock::default(),
             refresh: Default::default(),
+            fetched_at: AtomicI64::new(i64::MIN),
             fetches: AtomicU64::new(0),
         }
     }
@@ -73,7 +76,16 @@ impl KeySet {
     }
 
     /// Checks the RS256 signature of `token` with the key `kid`.
-    pub(crate) async fn verify(&self, token: &[u8], kid: Option<&str>) -> Result<(), VerifyError> {
+    ///
+    /// An unknown `kid` costs a refetch (at most one per refresh interval), unless the keys were
+    /// fetched after the token says it was issued (`iat`): Cognito publishes a key before it
+    /// signs with it, so that `kid` is not the pool's and no fetch can change that.
+    pub(crate) async fn verify(
+        &self,
+        token: &[u8],
+        kid: Option<&str>,
+        iat: Option<i64>,
+    ) -> Result<(), VerifyError> {
         let kid = kid.ok_or(VerifyError::Rejected(Rejection::UnknownKey))?;
         let token = std::str::from_utf8(token).map_err(|_| VerifyError::Rejected(Rejection::Malformed))?;
         let (message, signature) =
@@ -85,6 +97,10 @@ impl KeySet {
         let valid = match self.with_key(kid, check) {
             Some(valid) => valid,
             None => {
+                // A margin for clock skew between Cognito and this host.
+                if iat.is_some_and(|iat| iat.saturating_add(30) < self.fetched_at.load(Relaxed)) {
+                    return Err(VerifyError::Rejected(Rejection::UnknownKey));
+                }
                 self.refresh_for(kid).await?;
                 self.with_key(kid, check).ok_or(VerifyError::Rejected(Rejection::UnknownKey))?
             }
@@ -130,6 +146,8 @@ impl KeySet {
     /// Fetches the keys now, replacing the known ones; returns how many RS256 keys it found.
     pub(crate) async fn fetch(&self) -> Result<usize, String> {
         self.fetches.fetch_add(1, Relaxed);
+        // A key published after this instant may be missing from the answer.
+        let started = crate::token::unix_now();
         let uri: http::Uri = self.settings.url.parse().map_err(|e| format!("bad JWKS URL: {e}"))?;
         let request = self.http.get(uri);
         let response = tokio::time::timeout(self.settings.timeout, request)
@@ -161,6 +179,7 @@ impl KeySet {
         }
         let n = keys.len();
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        self.fetched_at.store(started, Relaxed);
         Ok(n)
     }
 }

@@ -337,6 +337,12 @@ pub enum Behaviour {
         /// The attributes to return.
         attributes: Vec<(String, String)>,
     },
+    /// Accepts any token as the user its own claims name (`username`, and `sub` as the `sub`
+    /// attribute), with these further attributes: what Cognito answers for a genuine token.
+    Claims {
+        /// The attributes to return besides `sub`.
+        attributes: Vec<(String, String)>,
+    },
     /// Answers with this HTTP status and Cognito error code, such as
     /// `(400, "TooManyRequestsException")` or `(500, "InternalErrorException")`.
     Error(u16, String),
@@ -547,6 +553,14 @@ async fn forward(upstream: &str, request: &Message) -> Result<Vec<u8>, BoxError>
     Ok(response(status, &headers, &answer.body))
 }
 
+/// The claims of the token in a `GetUser` request, unverified.
+fn token_claims(request: &Message) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let body = serde_json::from_slice::<serde_json::Value>(&request.body).ok()?;
+    let payload = body.get("AccessToken")?.as_str()?.split('.').nth(1)?;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice(&payload).ok()
+}
+
 fn is_revoked(state: &FakeState, request: &Message) -> bool {
     let token = serde_json::from_slice::<serde_json::Value>(&request.body)
         .ok()
@@ -601,7 +615,7 @@ async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
                 state.in_flight.fetch_sub(1, SeqCst);
                 return;
             }
-            (Behaviour::User { .. }, true) if is_revoked(&state, &request) => {
+            (Behaviour::User { .. } | Behaviour::Claims { .. }, true) if is_revoked(&state, &request) => {
                 let code = "NotAuthorizedException";
                 let body = serde_json::json!({"__type": code, "message": "Access Token has been revoked"})
                     .to_string();
@@ -615,6 +629,16 @@ async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
                 let attrs: Vec<_> =
                     attributes.iter().map(|(k, v)| serde_json::json!({"Name": k, "Value": v})).collect();
                 let body = serde_json::json!({"Username": username, "UserAttributes": attrs}).to_string();
+                response(200, &[("Content-Type", "application/x-amz-json-1.1")], body.as_bytes())
+            }
+            (Behaviour::Claims { attributes }, true) => {
+                let claims = token_claims(&request).unwrap_or_default();
+                let claim =
+                    |name: &str| claims.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                let mut attrs = vec![serde_json::json!({"Name": "sub", "Value": claim("sub")})];
+                attrs.extend(attributes.iter().map(|(k, v)| serde_json::json!({"Name": k, "Value": v})));
+                let body =
+                    serde_json::json!({"Username": claim("username"), "UserAttributes": attrs}).to_string();
                 response(200, &[("Content-Type", "application/x-amz-json-1.1")], body.as_bytes())
             }
             (Behaviour::Error(status, code), true) => {

@@ -12,7 +12,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use crate::token::Claims;
 
 /// A string of a principal: a range of its text buffer.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Span {
     start: u32,
     end: u32,
@@ -130,6 +130,75 @@ impl serde::Serialize for Attributes<'_> {
     }
 }
 
+/// What `GetUser` says of a user: the username, `sub` and attributes.
+///
+/// Shared by every cached token of one user (interned by `sub`), so a user with many sessions
+/// and large attributes is kept once.
+#[derive(PartialEq, Eq)]
+pub(crate) struct Profile {
+    /// The username, the `sub`, then `(name, value)` spans of the attributes sorted by name.
+    text: Box<str>,
+    spans: Box<[Span]>,
+}
+
+impl Profile {
+    /// `attributes` in any order; sorted and deduplicated here. Cognito's own `sub` attribute
+    /// wins over `sub` when both are given.
+    pub(crate) fn new(username: &str, sub: &str, mut attributes: Vec<(&str, &str)>) -> Self {
+        attributes.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        attributes.dedup_by(|a, b| a.0 == b.0);
+        let sub = attributes.iter().find(|(k, _)| *k == "sub").map_or(sub, |(_, v)| v);
+        let mut b = TextBuilder::default();
+        b.push(username);
+        b.push(sub);
+        for (k, v) in &attributes {
+            b.push(k);
+            b.push(v);
+        }
+        let (text, spans) = b.finish();
+        Profile { text, spans }
+    }
+
+    fn get(&self, s: Span) -> &str {
+        &self.text[s.start as usize..s.end as usize]
+    }
+
+    pub(crate) fn username(&self) -> &str {
+        self.get(self.spans[0])
+    }
+
+    pub(crate) fn sub(&self) -> &str {
+        self.get(self.spans[1])
+    }
+
+    fn pairs(&self) -> &[Span] {
+        &self.spans[2..]
+    }
+
+    pub(crate) fn attributes(&self) -> Attributes<'_> {
+        Attributes { text: &self.text, pairs: self.pairs().chunks_exact(2) }
+    }
+
+    fn attribute(&self, name: &str) -> Option<&str> {
+        let pairs = self.pairs();
+        let (mut lo, mut hi) = (0, pairs.len() / 2);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.get(pairs[2 * mid]).cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(self.get(pairs[2 * mid + 1])),
+            }
+        }
+        None
+    }
+
+    /// Heap bytes held, the allocation of the `Arc` included.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + 16 + self.text.len() + std::mem::size_of_val(&*self.spans)
+    }
+}
+
 /// A user that Cognito vouched for, with their attributes and the token's trusted claims.
 ///
 /// Cheap to clone (one reference count). Its `Debug` output names the user, the attribute names
@@ -137,18 +206,17 @@ impl serde::Serialize for Attributes<'_> {
 #[derive(Clone)]
 pub struct CognitoUser(Arc<Inner>);
 
-/// Fixed spans, then `2 * attributes` spans of names and values, then scopes, then groups.
-const USERNAME: usize = 0;
-const SUB: usize = 1;
-const CLIENT_ID: usize = 2;
-const JTI: usize = 3;
-const ORIGIN_JTI: usize = 4;
-const FIXED: usize = 5;
+/// Fixed spans of the token's own text, then scopes, then groups.
+const CLIENT_ID: usize = 0;
+const JTI: usize = 1;
+const ORIGIN_JTI: usize = 2;
+const FIXED: usize = 3;
 
 struct Inner {
+    profile: Arc<Profile>,
+    /// The token's claims: client id, jti, origin_jti, scopes, groups.
     text: Box<str>,
     spans: Box<[Span]>,
-    attributes: u16,
     scopes: u16,
     has_jti: bool,
     has_origin_jti: bool,
@@ -157,67 +225,36 @@ struct Inner {
     auth_time: Option<i64>,
 }
 
-/// The parts of a user, from `GetUser` and the claims, or from a shared cache.
-pub(crate) struct UserParts<'a> {
-    pub(crate) username: &'a str,
-    pub(crate) sub: &'a str,
-    /// Any order; sorted and deduplicated when built.
-    pub(crate) attributes: Vec<(&'a str, &'a str)>,
-    pub(crate) client_id: &'a str,
-    pub(crate) scopes: Vec<&'a str>,
-    pub(crate) groups: Vec<&'a str>,
-    pub(crate) exp: i64,
-    pub(crate) iat: Option<i64>,
-    pub(crate) auth_time: Option<i64>,
-    pub(crate) jti: Option<&'a str>,
-    pub(crate) origin_jti: Option<&'a str>,
-}
-
 impl CognitoUser {
-    /// Builds the principal from `GetUser`'s answer and the token's checked claims.
-    pub(crate) fn new(username: String, attributes: Vec<(String, String)>, claims: Claims) -> Self {
-        // Cognito's own `sub` attribute wins over the claim; they agree for any genuine token.
-        let sub =
-            attributes.iter().find(|(k, _)| k == "sub").map_or(claims.sub.as_str(), |(_, v)| v.as_str());
-        CognitoUser::from_parts(UserParts {
-            username: &username,
-            sub,
-            attributes: attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
-            client_id: claims.client_id.as_deref().unwrap_or_default(),
-            scopes: claims.scopes().collect(),
-            groups: claims.groups.iter().map(String::as_str).collect(),
+    /// The principal of one token: the user's profile (from `GetUser` or a shared cache) and
+    /// the token's own verified claims. Groups and scopes always come from the claims.
+    pub(crate) fn new(profile: Arc<Profile>, claims: &Claims) -> Self {
+        let mut b = TextBuilder::default();
+        b.push(claims.client_id.as_deref().unwrap_or_default());
+        b.push(claims.jti.as_deref().unwrap_or_default());
+        b.push(claims.origin_jti.as_deref().unwrap_or_default());
+        let scopes = claims.scopes().inspect(|s| b.push(s)).count();
+        claims.groups.iter().for_each(|g| b.push(g));
+        let (text, spans) = b.finish();
+        CognitoUser(Arc::new(Inner {
+            profile,
+            text,
+            spans,
+            scopes: scopes.min(u16::MAX as usize) as u16,
+            has_jti: claims.jti.is_some(),
+            has_origin_jti: claims.origin_jti.is_some(),
             exp: claims.exp,
             iat: claims.iat,
             auth_time: claims.auth_time,
-            jti: claims.jti.as_deref(),
-            origin_jti: claims.origin_jti.as_deref(),
-        })
+        }))
     }
 
-    pub(crate) fn from_parts(mut p: UserParts<'_>) -> Self {
-        p.attributes.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        p.attributes.dedup_by(|a, b| a.0 == b.0);
-        let mut b = TextBuilder::default();
-        for s in [p.username, p.sub, p.client_id, p.jti.unwrap_or(""), p.origin_jti.unwrap_or("")] {
-            b.push(s);
-        }
-        for (k, v) in &p.attributes {
-            b.push(k);
-            b.push(v);
-        }
-        p.scopes.iter().chain(&p.groups).for_each(|s| b.push(s));
-        let (text, spans) = b.finish();
-        CognitoUser(Arc::new(Inner {
-            text,
-            spans,
-            attributes: p.attributes.len() as u16,
-            scopes: p.scopes.len() as u16,
-            has_jti: p.jti.is_some(),
-            has_origin_jti: p.origin_jti.is_some(),
-            exp: p.exp,
-            iat: p.iat,
-            auth_time: p.auth_time,
-        }))
+    /// Heap bytes this principal holds: its own part, and its share of a profile that other
+    /// tokens of the same user may hold too.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let own =
+            std::mem::size_of::<Inner>() + 16 + self.0.text.len() + std::mem::size_of_val(&*self.0.spans);
+        own + self.0.profile.heap_bytes() / Arc::strong_count(&self.0.profile).max(1)
     }
 
     fn span(&self, i: usize) -> &str {
@@ -227,36 +264,22 @@ impl CognitoUser {
 
     /// The user name (`Username` in Cognito; a UUID in pools that sign in by email).
     pub fn username(&self) -> &str {
-        self.span(USERNAME)
+        self.0.profile.username()
     }
 
     /// The user's immutable id, the `sub` attribute.
     pub fn sub(&self) -> &str {
-        self.span(SUB)
+        self.0.profile.sub()
     }
 
     /// Every attribute `GetUser` returned, `custom:` ones included, sorted by name.
     pub fn attributes(&self) -> Attributes<'_> {
-        let end = FIXED + 2 * self.0.attributes as usize;
-        Attributes { text: &self.0.text, pairs: self.0.spans[FIXED..end].chunks_exact(2) }
+        self.0.profile.attributes()
     }
 
     /// One attribute by its full name, such as `email` or `custom:tenant`.
     pub fn attribute(&self, name: &str) -> Option<&str> {
-        let end = FIXED + 2 * self.0.attributes as usize;
-        let pairs = &self.0.spans[FIXED..end];
-        let text = &self.0.text;
-        let get = |s: Span| &text[s.start as usize..s.end as usize];
-        let (mut lo, mut hi) = (0, pairs.len() / 2);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match get(pairs[2 * mid]).cmp(name) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(get(pairs[2 * mid + 1])),
-            }
-        }
-        None
+        self.0.profile.attribute(name)
     }
 
     /// A custom attribute by its name without the `custom:` prefix.
@@ -324,8 +347,7 @@ impl CognitoUser {
 
     /// The token's OAuth scopes (`scope`).
     pub fn scopes(&self) -> Names<'_> {
-        let start = FIXED + 2 * self.0.attributes as usize;
-        Names::new(&self.0.text, &self.0.spans[start..start + self.0.scopes as usize])
+        Names::new(&self.0.text, &self.0.spans[FIXED..FIXED + self.0.scopes as usize])
     }
 
     /// Whether the token carries `scope`.
@@ -335,8 +357,7 @@ impl CognitoUser {
 
     /// The user's groups at sign-in (`cognito:groups`).
     pub fn groups(&self) -> Names<'_> {
-        let start = FIXED + 2 * self.0.attributes as usize + self.0.scopes as usize;
-        Names::new(&self.0.text, &self.0.spans[start..])
+        Names::new(&self.0.text, &self.0.spans[FIXED + self.0.scopes as usize..])
     }
 
     /// Whether the user was in `group` at sign-in.
@@ -372,16 +393,6 @@ impl CognitoUser {
     /// The id shared by every token of one sign-in (`origin_jti`); revoked together.
     pub fn origin_jti(&self) -> Option<&str> {
         self.0.has_origin_jti.then(|| self.span(ORIGIN_JTI))
-    }
-
-    #[cfg(feature = "redis")]
-    pub(crate) fn iat_secs(&self) -> Option<i64> {
-        self.0.iat
-    }
-
-    #[cfg(feature = "redis")]
-    pub(crate) fn auth_time_secs(&self) -> Option<i64> {
-        self.0.auth_time
     }
 }
 
@@ -422,7 +433,7 @@ struct MachineInner {
 }
 
 impl MachineClient {
-    pub(crate) fn new(claims: Claims) -> Self {
+    pub(crate) fn new(claims: &Claims) -> Self {
         let mut b = TextBuilder::default();
         b.push(claims.client_id.as_deref().unwrap_or_default());
         b.push(claims.jti.as_deref().unwrap_or_default());
@@ -521,60 +532,13 @@ impl Principal {
             Principal::Machine(m) => m.exp(),
         }
     }
-}
 
-/// The form a user takes in a shared cache (fleet mode): every field, compact names.
-#[cfg(feature = "redis")]
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(crate) struct StoredUser {
-    u: String,
-    s: String,
-    a: Vec<(String, String)>,
-    c: String,
-    sc: Vec<String>,
-    g: Vec<String>,
-    e: i64,
-    i: Option<i64>,
-    t: Option<i64>,
-    j: Option<String>,
-    o: Option<String>,
-}
-
-#[cfg(feature = "redis")]
-impl From<&CognitoUser> for StoredUser {
-    fn from(user: &CognitoUser) -> Self {
-        let owned = |s: &str| s.to_owned();
-        StoredUser {
-            u: owned(user.username()),
-            s: owned(user.sub()),
-            a: user.attributes().map(|(k, v)| (owned(k), owned(v))).collect(),
-            c: owned(user.client_id()),
-            sc: user.scopes().map(owned).collect(),
-            g: user.groups().map(owned).collect(),
-            e: user.exp(),
-            i: user.iat_secs(),
-            t: user.auth_time_secs(),
-            j: user.jti().map(owned),
-            o: user.origin_jti().map(owned),
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match self {
+            Principal::User(u) => u.heap_bytes(),
+            Principal::Machine(m) => {
+                std::mem::size_of::<MachineInner>() + 16 + m.0.text.len() + std::mem::size_of_val(&*m.0.spans)
+            }
         }
-    }
-}
-
-#[cfg(feature = "redis")]
-impl From<StoredUser> for CognitoUser {
-    fn from(s: StoredUser) -> Self {
-        CognitoUser::from_parts(UserParts {
-            username: &s.u,
-            sub: &s.s,
-            attributes: s.a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
-            client_id: &s.c,
-            scopes: s.sc.iter().map(String::as_str).collect(),
-            groups: s.g.iter().map(String::as_str).collect(),
-            exp: s.e,
-            iat: s.i,
-            auth_time: s.t,
-            jti: s.j.as_deref(),
-            origin_jti: s.o.as_deref(),
-        })
     }
 }

@@ -1,19 +1,18 @@
 //! The verifier: cache, local checks, signature, then Cognito.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
 
-use crate::cache::{exp_instant, Caches, Counters, Entry, Stats};
+use crate::cache::{Counters, Flight, Loaded, Outcome, Stats, Target, VerdictCache};
 use crate::cognito::Cognito;
 use crate::config::{Settings, VerifierBuilder};
-use crate::error::{Rejection, VerifyError};
+use crate::error::{Rejection, Unavailable, UnavailableKind, VerifyError};
 #[cfg(feature = "redis")]
 use crate::fleet::{unix_ms, Fleet, Message, Shared};
 use crate::guard::QuotaGuard;
 use crate::jwks::KeySet;
 use crate::token::{self, ClaimPolicy, Claims, TokenKey};
-use crate::user::{CognitoUser, MachineClient, Principal};
+use crate::user::{CognitoUser, MachineClient, Principal, Profile};
 
 /// Answers "is this access token good right now, and whose is it?" by asking Cognito, and
 /// remembers the answer briefly.
@@ -46,57 +45,28 @@ struct Inner {
     guard: QuotaGuard,
     #[cfg(feature = "redis")]
     fleet: Option<Fleet>,
-    caches: Caches,
-    counters: Counters,
-    /// Bumped by every invalidation, so that a `GetUser` answer that was on its way while the
-    /// invalidation ran is not cached.
-    epoch: AtomicU64,
+    cache: VerdictCache,
+    /// When the missing-admin-scope hint was last logged, Unix seconds.
+    scope_hint_logged: AtomicI64,
 }
 
+/// A token that passed the local checks.
+struct Checked {
+    claims: Claims,
+    machine: bool,
+}
+
+/// How many times a request verifies again when invalidations keep landing on its loads.
+const MAX_LOADS: usize = 3;
+
 impl Inner {
-    async fn invalidate_local_token(&self, key: &TokenKey) {
-        self.epoch.fetch_add(1, Relaxed);
-        self.caches.fresh.invalidate(key).await;
-        if let Some(stale) = &self.caches.stale {
-            stale.invalidate(key).await;
-        }
-    }
-
-    fn invalidate_local_user(&self, id: &str) {
-        self.epoch.fetch_add(1, Relaxed);
-        let id = id.to_owned();
-        let matches = move |_: &TokenKey, e: &Entry| {
-            e.principal.user().is_some_and(|u| u.sub() == id || u.username() == id)
-        };
-        for cache in std::iter::once(&self.caches.fresh).chain(&self.caches.stale) {
-            // Cannot fail: every positive cache is built with invalidation closures.
-            let _ = cache.invalidate_entries_if(matches.clone());
-        }
-    }
-
-    fn invalidate_local_all(&self) {
-        self.epoch.fetch_add(1, Relaxed);
-        self.caches.fresh.invalidate_all();
-        if let Some(stale) = &self.caches.stale {
-            stale.invalidate_all();
-        }
-        if let Some(negative) = &self.caches.negative {
-            negative.invalidate_all();
-        }
-    }
-
     /// Applies an invalidation broadcast by another instance.
     #[cfg(feature = "redis")]
     fn invalidate_local(&self, message: Message) {
         match message {
-            Message::Token(key) => {
-                self.epoch.fetch_add(1, Relaxed);
-                for cache in std::iter::once(&self.caches.fresh).chain(&self.caches.stale) {
-                    let _ = cache.invalidate_entries_if(move |k, _| *k == key);
-                }
-            }
-            Message::User(id) => self.invalidate_local_user(&id),
-            Message::All => self.invalidate_local_all(),
+            Message::Token(key) => self.cache.invalidate(Target::Token(&key)),
+            Message::User(id) => self.cache.invalidate(Target::User(&id)),
+            Message::All => self.cache.invalidate(Target::All),
         }
     }
 }
@@ -107,7 +77,7 @@ impl std::fmt::Debug for Verifier {
             .field("user_pool_id", &self.0.user_pool_id)
             .field("client_ids", &self.0.policy.client_ids)
             .field("signature_check", &self.0.keys.is_some())
-            .field("cache_ttl", &self.0.caches.settings.ttl)
+            .field("cache_ttl", &self.0.cache.settings.ttl)
             .finish_non_exhaustive()
     }
 }
@@ -119,19 +89,30 @@ impl Verifier {
     }
 
     pub(crate) fn from_settings(s: Settings) -> Self {
-        Verifier(Arc::new(Inner {
+        let verifier = Verifier(Arc::new(Inner {
             cognito: Cognito::new(&s.call),
             keys: s.jwks.map(KeySet::new),
             guard: QuotaGuard::new(s.max_in_flight, s.max_per_second, s.call.retry_after),
             #[cfg(feature = "redis")]
             fleet: s.fleet,
-            caches: Caches::new(s.cache),
+            cache: VerdictCache::new(s.cache),
             policy: s.policy,
             user_pool_id: s.user_pool_id,
             region: s.region,
-            counters: Counters::default(),
-            epoch: AtomicU64::new(0),
-        }))
+            scope_hint_logged: AtomicI64::new(i64::MIN),
+        }));
+        // In fleet mode, subscribe to invalidations now (or, built outside a runtime, at the
+        // first request), so that the first requests do not race the subscription.
+        #[cfg(feature = "redis")]
+        verifier.listen();
+        verifier
+    }
+
+    #[cfg(feature = "redis")]
+    fn listen(&self) {
+        if let Some(fleet) = &self.0.fleet {
+            fleet.listen(Arc::downgrade(&self.0), |inner: &Inner, message| inner.invalidate_local(message));
+        }
     }
 
     /// The user pool id.
@@ -159,12 +140,20 @@ impl Verifier {
         self.0.keys.as_ref().map_or(0, KeySet::fetches)
     }
 
-    /// Fetches the pool's signing keys now, so the first request need not wait for them.
+    /// Fetches the pool's signing keys now, so the first request need not wait for them; in
+    /// fleet mode, also waits (up to a second) for the invalidation channel to be subscribed.
     ///
     /// # Errors
     /// A message saying why the keys could not be fetched. Nothing is lost: the keys will be
     /// fetched again when a token needs them.
     pub async fn hydrate(&self) -> Result<usize, String> {
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.0.fleet {
+            self.listen();
+            if !fleet.subscribed(std::time::Duration::from_secs(1)).await {
+                tracing::warn!("not yet subscribed to the Redis invalidation channel");
+            }
+        }
         match &self.0.keys {
             Some(keys) => {
                 keys.fetch().await.map_err(|e| format!("fetching the JWKS from {}: {e}", keys.url()))
@@ -217,126 +206,203 @@ impl Verifier {
         machines: bool,
     ) -> (Result<Principal, VerifyError>, bool) {
         let inner = &*self.0;
+        let counters = &inner.cache.counters;
         if token.len() > inner.policy.max_len {
-            inner.counters.reject(Rejection::TooLarge);
+            counters.reject(Rejection::TooLarge);
             return (Err(Rejection::TooLarge.into()), false);
         }
-        if !inner.caches.enabled() {
-            return (Box::pin(self.verify_uncached(token, machines)).await, false);
-        }
-        let key = token::key(token);
-        if let Some(entry) = inner.caches.fresh.get(&key).await {
-            if machines || matches!(entry.principal, Principal::User(_)) {
-                Counters::bump(&inner.counters.hits);
-                return (Ok(entry.principal), true);
+        if inner.cache.enabled() {
+            let key = token::key(token);
+            if let Some(principal) = inner.cache.get(&key).await {
+                if machines || matches!(principal, Principal::User(_)) {
+                    Counters::bump(&counters.hits);
+                    return (Ok(principal), true);
+                }
+                counters.reject(Rejection::MachineToken);
+                return (Err(Rejection::MachineToken.into()), true);
             }
-            inner.counters.reject(Rejection::MachineToken);
-            return (Err(Rejection::MachineToken.into()), true);
+            let verdict = Box::pin(self.verify_miss(Some(key), token, machines)).await;
+            return (self.counted(verdict), false);
         }
-        (Box::pin(self.verify_miss(key, token, machines)).await, false)
+        (self.counted(Box::pin(self.verify_miss(None, token, machines)).await), false)
     }
 
-    async fn verify_uncached(&self, token: &[u8], machines: bool) -> Result<Principal, VerifyError> {
-        let inner = &*self.0;
-        Counters::bump(&inner.counters.misses);
-        let (claims, machine) = self.check_locally(token, machines)?;
-        let verdict = self.resolve(token, claims, machine).await;
-        if let Err(VerifyError::Unavailable(_)) = &verdict {
-            Counters::bump(&inner.counters.unavailable);
+    /// Counts a verdict that the cache did not give.
+    fn counted(&self, verdict: Result<Principal, VerifyError>) -> Result<Principal, VerifyError> {
+        let counters = &self.0.cache.counters;
+        match &verdict {
+            Ok(_) => {}
+            Err(VerifyError::Rejected(r)) => counters.reject(*r),
+            Err(VerifyError::Unavailable(_)) => Counters::bump(&counters.unavailable),
         }
         verdict
     }
 
+    /// A token the fresh cache did not answer: a remembered rejection, the local checks, then
+    /// one load (signature, Redis, `GetUser`) shared by every concurrent request of the token.
     async fn verify_miss(
         &self,
-        key: TokenKey,
+        key: Option<TokenKey>,
         token: &[u8],
         machines: bool,
     ) -> Result<Principal, VerifyError> {
         let inner = &*self.0;
-        if let Some(negative) = &inner.caches.negative {
-            if let Some(rejection) = negative.get(&key).await {
-                Counters::bump(&inner.counters.negative_hits);
-                inner.counters.reject(rejection);
-                return Err(rejection.into());
-            }
+        let counters = &inner.cache.counters;
+        if let Some(rejection) = match &key {
+            Some(key) => inner.cache.rejection(key).await,
+            None => None,
+        } {
+            Counters::bump(&counters.negative_hits);
+            return Err(rejection.into());
         }
-        Counters::bump(&inner.counters.misses);
-        let (claims, machine) = self.check_locally(token, machines)?;
-
-        let epoch = inner.epoch.load(Relaxed);
-        let mut loaded_here = false;
-        let load = async {
-            loaded_here = true;
-            #[cfg(feature = "redis")]
-            if let Some(fleet) = &inner.fleet {
-                if let Some(shared) = self.shared_verdict(fleet, &key).await {
-                    return shared;
-                }
-            }
-            let verdict = self.resolve(token, claims, machine).await;
-            #[cfg(feature = "redis")]
-            if let Some(fleet) = &inner.fleet {
-                self.share(fleet, &key, &verdict).await;
-            }
-            self.entry_for(key, verdict).await
+        Counters::bump(&counters.misses);
+        let checked = self.check_locally(token, machines).await?;
+        let Some(key) = key else {
+            return self.resolve(None, token, &checked, None).await.map(|(p, _)| p);
         };
-        let result = inner.caches.fresh.try_get_with(key, load).await;
-        if !loaded_here {
-            Counters::bump(&inner.counters.coalesced);
+        for _ in 0..MAX_LOADS {
+            let guard = inner.cache.begin(key, &checked.claims);
+            let load = self.resolve(Some(&key), token, &checked, Some(guard.flight()));
+            let (outcome, loaded_here) = inner.cache.get_or_load(key, &guard, load).await;
+            if !loaded_here {
+                Counters::bump(&counters.coalesced);
+            }
+            match outcome {
+                Outcome::Verdict(verdict) => return verdict,
+                Outcome::Revoked => continue,
+            }
         }
-        match result {
-            Ok(entry) => {
-                if inner.epoch.load(Relaxed) != epoch {
-                    inner.caches.fresh.invalidate(&key).await;
-                }
-                Ok(entry.principal)
+        Err(Unavailable::new(UnavailableKind::Other, inner.cognito.retry_after()).into())
+    }
+
+    /// The local claim checks. With `machines`, a machine token passes them too.
+    ///
+    /// A token that lacks the admin scope is a configuration hint worth logging, but only once
+    /// its signature shows it is the pool's: unsigned tokens must not be able to flood the logs.
+    async fn check_locally(&self, token: &[u8], machines: bool) -> Result<Checked, VerifyError> {
+        let inner = &*self.0;
+        let claims = token::parse(token, inner.policy.max_len)?;
+        match inner.policy.check(&claims, token::unix_now()) {
+            Ok(()) => Ok(Checked { claims, machine: false }),
+            // Checked up to the user-only claims; the signature check is still to come.
+            Err(Rejection::MachineToken) if machines && inner.keys.is_some() => {
+                Ok(Checked { claims, machine: true })
             }
-            Err(err) => {
-                let err = VerifyError::clone(&err);
-                match &err {
-                    VerifyError::Rejected(r) if !loaded_here => inner.counters.reject(*r),
-                    VerifyError::Unavailable(_) => Counters::bump(&inner.counters.unavailable),
-                    VerifyError::Rejected(_) => {}
+            Err(Rejection::MissingAdminScope) => {
+                let genuine = match &inner.keys {
+                    Some(keys) => keys.verify(token, claims.kid.as_deref(), claims.iat).await.is_ok(),
+                    None => true,
+                };
+                if genuine {
+                    self.scope_hint();
                 }
-                Err(err)
+                Err(Rejection::MissingAdminScope.into())
             }
+            Err(r) => Err(r.into()),
         }
     }
 
-    /// The verdict another instance shared through Redis, if any.
-    #[cfg(feature = "redis")]
-    async fn shared_verdict(&self, fleet: &Fleet, key: &TokenKey) -> Option<Result<Entry, VerifyError>> {
+    /// Logs, at most once a minute, that tokens lack the scope `GetUser` needs.
+    fn scope_hint(&self) {
+        let (now, last) = (token::unix_now(), &self.0.scope_hint_logged);
+        let seen = last.load(Relaxed);
+        if now.saturating_sub(seen) >= 60 && last.compare_exchange(seen, now, Relaxed, Relaxed).is_ok() {
+            tracing::warn!(
+                "an access token lacks the aws.cognito.signin.user.admin scope, which GetUser requires: \
+                 enable that scope on the app client (or request it at sign-in)"
+            );
+        }
+    }
+
+    /// The verdict on a token that passed the local checks: its signature, then (fleet mode) a
+    /// verdict another instance made for this very token, then `GetUser`. A machine token is done
+    /// after its signature.
+    async fn resolve(
+        &self,
+        key: Option<&TokenKey>,
+        token: &[u8],
+        checked: &Checked,
+        flight: Option<&Arc<Flight>>,
+    ) -> Loaded {
         let inner = &*self.0;
-        let weak = Arc::downgrade(&self.0);
-        fleet.listen(weak, |inner: &Inner, message| inner.invalidate_local(message));
-        match fleet.get(key).await? {
-            Shared::User(user, until_ms) => {
-                Counters::bump(&inner.counters.shared_hits);
-                let now = Instant::now();
-                let until = exp_instant(user.exp(), now)
-                    .min(now + inner.caches.settings.ttl)
-                    .min(now + std::time::Duration::from_millis(until_ms.saturating_sub(unix_ms())));
-                Some(Ok(Entry { principal: Principal::User(user), until }))
+        let claims = &checked.claims;
+        if let Some(keys) = &inner.keys {
+            keys.verify(token, claims.kid.as_deref(), claims.iat).await?;
+        }
+        if checked.machine {
+            return Ok((Principal::Machine(MachineClient::new(claims)), None));
+        }
+        #[cfg(feature = "redis")]
+        let generation = match (&inner.fleet, key) {
+            (Some(fleet), Some(key)) => match self.shared_verdict(fleet, key, claims).await {
+                Ok(shared) => return shared,
+                Err(generation) => generation,
+            },
+            _ => None,
+        };
+        #[cfg(not(feature = "redis"))]
+        let _ = (key, flight);
+        // The local checks admitted only base64url and dots.
+        let token = std::str::from_utf8(token).map_err(|_| VerifyError::Rejected(Rejection::Malformed))?;
+        let verdict = async {
+            let _permit = inner.guard.admit()?;
+            Counters::bump(&inner.cache.counters.get_user_calls);
+            let answer = inner.cognito.get_user(token).await?;
+            let attributes = answer.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let profile = inner.cache.intern(Profile::new(&answer.username, &claims.sub, attributes));
+            Ok(Principal::User(CognitoUser::new(profile, claims)))
+        }
+        .await;
+        #[cfg(feature = "redis")]
+        if let (Some(fleet), Some(key), Some(generation)) = (&inner.fleet, key, generation) {
+            // A load that an invalidation hit must not put its verdict back into Redis.
+            if !flight.is_some_and(|f| f.revoked()) {
+                self.share(fleet, key, &verdict, &generation).await;
             }
-            Shared::Rejected(r) => {
-                Counters::bump(&inner.counters.shared_hits);
-                inner.counters.reject(r);
-                if let Some(negative) = &inner.caches.negative {
-                    negative.insert(*key, r).await;
-                }
-                Some(Err(VerifyError::Rejected(r)))
+        }
+        verdict.map(|p| (p, None))
+    }
+
+    /// The verdict another instance made for this token, if any; else the generation to share
+    /// under (none when Redis could not be read).
+    #[cfg(feature = "redis")]
+    async fn shared_verdict(
+        &self,
+        fleet: &Fleet,
+        key: &TokenKey,
+        claims: &Claims,
+    ) -> Result<Loaded, Option<String>> {
+        let inner = &*self.0;
+        self.listen();
+        match fleet.get(key, claims).await {
+            (Some(Shared::User(profile, until_ms)), _) => {
+                Counters::bump(&inner.cache.counters.shared_hits);
+                let user = CognitoUser::new(inner.cache.intern(profile), claims);
+                let left = std::time::Duration::from_millis(until_ms.saturating_sub(unix_ms()));
+                Ok(Ok((Principal::User(user), Some(left))))
             }
+            (Some(Shared::Rejected(r)), _) => {
+                Counters::bump(&inner.cache.counters.shared_hits);
+                Ok(Err(r.into()))
+            }
+            (None, generation) => Err(generation),
         }
     }
 
     /// Shares Cognito's verdict with the fleet: a user, or a rejection Cognito made.
     #[cfg(feature = "redis")]
-    async fn share(&self, fleet: &Fleet, key: &TokenKey, verdict: &Result<Principal, VerifyError>) {
-        let settings = &self.0.caches.settings;
+    async fn share(
+        &self,
+        fleet: &Fleet,
+        key: &TokenKey,
+        verdict: &Result<Principal, VerifyError>,
+        generation: &str,
+    ) {
+        let settings = &self.0.cache.settings;
         match verdict {
             Ok(Principal::User(user)) => {
-                fleet.put_user(key, user, unix_ms() + settings.ttl.as_millis() as u64).await
+                let until = unix_ms().saturating_add(settings.ttl.as_millis() as u64);
+                fleet.put_user(key, user, until, generation).await
             }
             Err(VerifyError::Rejected(r)) if !r.is_local() && !settings.negative_ttl.is_zero() => {
                 fleet.put_rejection(key, *r, settings.negative_ttl).await;
@@ -345,114 +411,11 @@ impl Verifier {
         }
     }
 
-    /// Turns a fresh verdict into a cache entry: positive entries live until min(TTL, `exp`),
-    /// rejections go to the negative cache, unavailability is never kept (but may be bridged by a
-    /// stale verdict).
-    async fn entry_for(
-        &self,
-        key: TokenKey,
-        verdict: Result<Principal, VerifyError>,
-    ) -> Result<Entry, VerifyError> {
-        let inner = &*self.0;
-        let settings = &inner.caches.settings;
-        let now = Instant::now();
-        match verdict {
-            Ok(principal) => {
-                let until = exp_instant(principal.exp(), now);
-                if let (Some(stale), Some(grace)) = (&inner.caches.stale, settings.stale_grace) {
-                    let keep = until.min(now + settings.ttl + grace);
-                    stale.insert(key, Entry { principal: principal.clone(), until: keep }).await;
-                }
-                Ok(Entry { until: until.min(now + settings.ttl), principal })
-            }
-            Err(VerifyError::Rejected(r)) => {
-                // An unknown key id says more about our copy of the keys than about the token:
-                // a key rotated in since the last fetch must not stay refused for a negative TTL.
-                if let (Some(negative), false) = (&inner.caches.negative, r == Rejection::UnknownKey) {
-                    negative.insert(key, r).await;
-                }
-                Err(VerifyError::Rejected(r))
-            }
-            Err(VerifyError::Unavailable(u)) => {
-                // Stale-if-error: reuse the last positive verdict within its grace, for one
-                // retry interval at a time.
-                let stale = match &inner.caches.stale {
-                    Some(stale) => stale.get(&key).await,
-                    None => None,
-                };
-                match stale {
-                    Some(stale) => {
-                        Counters::bump(&inner.counters.stale_served);
-                        tracing::warn!(
-                            kind = u.kind().as_str(),
-                            "Cognito unavailable; serving a stale verdict"
-                        );
-                        Ok(Entry {
-                            until: stale.until.min(now + u.retry_after()),
-                            principal: stale.principal,
-                        })
-                    }
-                    None => Err(VerifyError::Unavailable(u)),
-                }
-            }
-        }
-    }
-
-    /// The local claim checks. With `machines`, a machine token passes them too; the bool says
-    /// whether it is one.
-    fn check_locally(&self, token: &[u8], machines: bool) -> Result<(Claims, bool), VerifyError> {
-        let inner = &*self.0;
-        let verdict = match inner.policy.verify(token, token::unix_now()) {
-            Ok(claims) => Ok((claims, false)),
-            Err(Rejection::MachineToken) if machines && inner.keys.is_some() => {
-                // Checked up to the user-only claims; the signature check is still to come.
-                token::parse(token, inner.policy.max_len).map(|c| (c, true))
-            }
-            Err(r) => Err(r),
-        };
-        verdict.map_err(|r| {
-            inner.counters.reject(r);
-            if r == Rejection::MissingAdminScope {
-                tracing::warn!(
-                    "an access token lacks the aws.cognito.signin.user.admin scope, which GetUser requires: \
-                     enable that scope on the app client (or request it at sign-in)"
-                );
-            }
-            VerifyError::Rejected(r)
-        })
-    }
-
-    /// The verdict on a token that passed the local checks: its signature, then `GetUser` for a
-    /// user; a machine token is done after its signature.
-    async fn resolve(&self, token: &[u8], claims: Claims, machine: bool) -> Result<Principal, VerifyError> {
-        let inner = &*self.0;
-        let verdict = async {
-            if let Some(keys) = &inner.keys {
-                keys.verify(token, claims.kid.as_deref()).await?;
-            }
-            if machine {
-                return Ok(Principal::Machine(MachineClient::new(claims)));
-            }
-            // The local checks admitted only base64url and dots.
-            let token =
-                std::str::from_utf8(token).map_err(|_| VerifyError::Rejected(Rejection::Malformed))?;
-            let _permit = inner.guard.admit()?;
-            Counters::bump(&inner.counters.get_user_calls);
-            let answer = inner.cognito.get_user(token).await?;
-            Ok(Principal::User(CognitoUser::new(answer.username, answer.attributes, claims)))
-        }
-        .await;
-        if let Err(VerifyError::Rejected(r)) = &verdict {
-            inner.counters.reject(*r);
-        }
-        verdict
-    }
-
     /// Forgets the verdict for one token, here and (in fleet mode) on every instance: its next
     /// request goes to Cognito.
     pub async fn invalidate_token(&self, token: &str) {
         let key = token::key(token.as_bytes());
-        self.0.invalidate_local_token(&key).await;
+        self.0.cache.invalidate(Target::Token(&key));
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.0.fleet {
             fleet.invalidate_token(&key).await;
@@ -463,7 +426,7 @@ impl Verifier {
     /// mode) on every instance: the next request of each of their tokens goes to Cognito. Call
     /// it after signing a user out yourself.
     pub async fn invalidate_user(&self, sub_or_username: &str) {
-        self.0.invalidate_local_user(sub_or_username);
+        self.0.cache.invalidate(Target::User(sub_or_username));
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.0.fleet {
             fleet.invalidate_user(sub_or_username).await;
@@ -472,7 +435,7 @@ impl Verifier {
 
     /// Forgets every verdict, positive and negative, here and (in fleet mode) on every instance.
     pub async fn invalidate_all(&self) {
-        self.0.invalidate_local_all();
+        self.0.cache.invalidate(Target::All);
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.0.fleet {
             fleet.invalidate_all().await;
@@ -498,19 +461,12 @@ impl Verifier {
     /// Entry counts lag behind by the cache's pending maintenance; see
     /// [`run_pending_tasks`](Self::run_pending_tasks).
     pub fn stats(&self) -> Stats {
-        Stats::read(&self.0.counters, &self.0.caches)
+        Stats::read(&self.0.cache)
     }
 
     /// Runs the caches' pending maintenance (evictions, expirations, invalidations) now, so
     /// that [`stats`](Self::stats) counts exactly.
     pub async fn run_pending_tasks(&self) {
-        let caches = &self.0.caches;
-        caches.fresh.run_pending_tasks().await;
-        if let Some(c) = &caches.negative {
-            c.run_pending_tasks().await;
-        }
-        if let Some(c) = &caches.stale {
-            c.run_pending_tasks().await;
-        }
+        self.0.cache.run_pending_tasks().await;
     }
 }

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actix_cognito::testing::FakeCognito;
+use actix_cognito::testing::{Behaviour, FakeCognito};
 use actix_cognito::{Rejection, Verifier, VerifyError};
 use common::{example, fake_token, seeded, FAKE_CLIENT, FAKE_POOL};
 
@@ -72,6 +72,12 @@ impl Drop for Redis {
     }
 }
 
+/// A fake Cognito that answers each genuine token as the user its claims name.
+async fn claims_fake(attributes: &[(&str, &str)]) -> FakeCognito {
+    let attributes = attributes.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    FakeCognito::start(Behaviour::Claims { attributes }).await.unwrap()
+}
+
 async fn three(fake: &FakeCognito, redis: &Redis) -> Vec<Verifier> {
     let mut out = Vec::new();
     for _ in 0..3 {
@@ -89,8 +95,7 @@ async fn three(fake: &FakeCognito, redis: &Redis) -> Vec<Verifier> {
 
 #[tokio::test]
 async fn a_token_verified_on_one_instance_costs_no_call_on_the_others() {
-    let (fake, redis) =
-        (FakeCognito::user("alice", &[("email", "a@example.com")]).await.unwrap(), Redis::start().await);
+    let (fake, redis) = (claims_fake(&[("email", "a@example.com")]).await, Redis::start().await);
     let fleet = three(&fake, &redis).await;
     let token = fake_token("shared", 3600);
     let first = fleet[0].verify(&token).await.unwrap();
@@ -125,7 +130,7 @@ async fn a_token_verified_on_one_instance_costs_no_call_on_the_others() {
 
 #[tokio::test]
 async fn rejections_are_shared_and_entries_never_outlive_exp() {
-    let (fake, redis) = (FakeCognito::user("alice", &[]).await.unwrap(), Redis::start().await);
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
     let fleet = three(&fake, &redis).await;
     let revoked = fake_token("revoked", 3600);
     fake.revoke(&revoked);
@@ -153,7 +158,7 @@ async fn redis_key_of(redis: &Redis, sub: &str) -> String {
 
 #[tokio::test]
 async fn invalidate_user_on_one_instance_evicts_on_the_others_within_100_ms() {
-    let (fake, redis) = (FakeCognito::user("alice", &[]).await.unwrap(), Redis::start().await);
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
     let fleet = three(&fake, &redis).await;
     let token = fake_token("evict", 3600);
     for v in &fleet {
@@ -182,7 +187,7 @@ async fn invalidate_user_on_one_instance_evicts_on_the_others_within_100_ms() {
 
 #[tokio::test]
 async fn junk_under_a_key_is_a_miss() {
-    let (fake, redis) = (FakeCognito::user("alice", &[]).await.unwrap(), Redis::start().await);
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
     let fleet = three(&fake, &redis).await;
     let token = fake_token("junk", 3600);
     fleet[0].verify(&token).await.unwrap();
@@ -199,7 +204,7 @@ async fn junk_under_a_key_is_a_miss() {
 
 #[tokio::test]
 async fn redis_stopped_mid_run_costs_no_error_and_sharing_resumes_after_a_restart() {
-    let (fake, mut redis) = (FakeCognito::user("alice", &[]).await.unwrap(), Redis::start().await);
+    let (fake, mut redis) = (claims_fake(&[]).await, Redis::start().await);
     let fleet = three(&fake, &redis).await;
     fleet[0].verify(&fake_token("warm", 3600)).await.unwrap();
 
@@ -268,4 +273,81 @@ async fn logout_on_one_example_server_is_refused_by_the_others_within_100_ms() {
         assert_eq!(r.status, 401, "{}", r.body);
     }
     assert!(started.elapsed() < Duration::from_millis(100), "{:?}", started.elapsed());
+}
+
+/// The Redis key of a token's verdict.
+fn entry_key(token: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    format!("actix-cognito:t:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Copies the value Redis holds under one token's key to another token's key.
+async fn copy_entry(redis: &Redis, from: &str, to: &str) {
+    let value = match redis.cmd(&["GET", &entry_key(from)]).await {
+        redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        other => panic!("no shared verdict for the source token: {other:?}"),
+    };
+    redis.cmd(&["SET", &entry_key(to), &value, "PX", "60000"]).await;
+}
+
+#[tokio::test]
+async fn a_genuine_entry_copied_under_a_forged_tokens_key_is_refused() {
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
+    let fleet = three(&fake, &redis).await;
+    let genuine = fake_token("victim", 3600);
+    fleet[0].verify(&genuine).await.unwrap();
+    // Same claims, a signature nobody made: a Redis writer's dream token.
+    let forged =
+        common::altered(&genuine, &[("scope", serde_json::json!("aws.cognito.signin.user.admin openid"))]);
+    copy_entry(&redis, &genuine, &forged).await;
+    assert_eq!(common::rejection(fleet[1].verify(&forged).await), Rejection::BadSignature);
+    assert_eq!(fake.get_user_calls(), 1);
+}
+
+#[tokio::test]
+async fn an_admins_entry_copied_under_another_users_token_grants_nothing_of_the_admin() {
+    let (fake, redis) = (claims_fake(&[("email", "someone@example.com")]).await, Redis::start().await);
+    let fleet = three(&fake, &redis).await;
+    let signer = actix_cognito::testing::TestSigner::default();
+    let mut admin = common::access_claims(FAKE_POOL, FAKE_CLIENT, "admin-sub", 3600);
+    admin["cognito:groups"] = serde_json::json!(["admin"]);
+    let admin = signer.sign(&admin);
+    let bob = signer.sign(&common::access_claims(FAKE_POOL, FAKE_CLIENT, "bob-sub", 3600));
+    assert!(fleet[0].verify(&admin).await.unwrap().in_group("admin"));
+    copy_entry(&redis, &admin, &bob).await;
+
+    let user = fleet[1].verify(&bob).await.unwrap();
+    assert_eq!((user.username(), user.sub()), ("user-bob-sub", "bob-sub"));
+    assert!(!user.in_group("admin"), "groups came from Redis: {user:?}");
+    // The copied value was a miss: bob was asked about.
+    assert_eq!(fake.get_user_calls(), 2);
+}
+
+#[tokio::test]
+async fn a_sign_out_during_an_in_flight_call_is_not_undone_by_its_answer() {
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
+    let fleet = three(&fake, &redis).await;
+    // Every instance subscribed (a first verification starts the listener).
+    for v in &fleet {
+        v.verify(&fake_token("warm-up", 3600)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fake.set_latency(Duration::from_millis(800));
+    let token = fake_token("racer", 3600);
+    let in_flight = tokio::spawn({
+        let (v, token) = (fleet[0].clone(), token.clone());
+        async move { v.verify(&token).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The user signs out while instance 0's GetUser call is on its way.
+    fake.revoke(&token);
+    fleet[1].invalidate_user("racer").await;
+    let _ = in_flight.await.unwrap();
+
+    fake.set_latency(Duration::ZERO);
+    assert_eq!(redis.cmd(&["EXISTS", &entry_key(&token)]).await, redis::Value::Int(0));
+    for v in &fleet {
+        assert_eq!(common::rejection(v.verify(&token).await), Rejection::NotAuthorized);
+    }
 }

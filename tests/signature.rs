@@ -251,3 +251,91 @@ async fn a_machine_token_passes_an_opted_in_route_and_fails_a_user_route() {
     assert_eq!(get_with_token(addr, "/api/machine", &user).await.status, 403);
     assert_eq!(fake.get_user_calls(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_in_during_an_unknown_kid_flood_is_accepted_within_five_seconds() {
+    let fake = FakeCognito::user("alice", &[]).await.unwrap();
+    // The default refresh interval.
+    let verifier = fake_verifier(&fake).build_hydrated().await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = tokio::spawn({
+        let (v, stop) = (verifier.clone(), stop.clone());
+        async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Claims say "issued in the future", so no fetch can be ruled out by `iat`.
+                let mut claims = access_claims(FAKE_POOL, FAKE_CLIENT, "flood", 3600);
+                claims["iat"] = json!(unix_now() + 3600);
+                let token = TestSigner::with_kid(&format!("attacker-{i}")).sign(&claims);
+                assert_eq!(rejection(v.verify(&token).await), Rejection::UnknownKey);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (old, new) = (TestSigner::default(), TestSigner::with_kid("rotated-in"));
+    fake.set_jwks(Some(json!({ "keys": [old.jwk(), new.jwk()] })));
+    let rotated = std::time::Instant::now();
+    let accepted = loop {
+        if verifier.verify(&signed_by("rotated-in", "new-key-user")).await.is_ok() {
+            break rotated.elapsed();
+        }
+        assert!(rotated.elapsed() < Duration::from_secs(10), "the rotated-in key is still refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let flooded = rotated.elapsed() + Duration::from_millis(300);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flood.await.unwrap();
+    assert!(accepted <= Duration::from_millis(5_300), "accepted after {accepted:?}");
+    // The hydration, then at most one fetch per 5 s window of the flood.
+    let windows = flooded.as_secs() / 5 + 1;
+    assert!(fake.jwks_fetches() <= 1 + windows, "{} fetches in {flooded:?}", fake.jwks_fetches());
+}
+
+#[test]
+fn unsigned_tokens_without_the_admin_scope_cannot_flood_the_logs() {
+    #[derive(Clone, Default)]
+    struct Warnings(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Warnings {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let warnings = Warnings::default();
+    let writer = warnings.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let fake = FakeCognito::user("alice", &[]).await.unwrap();
+        let verifier = fake_verifier(&fake).build_hydrated().await.unwrap();
+        let no_scope = |sub: &str| {
+            let mut claims = access_claims(FAKE_POOL, FAKE_CLIENT, sub, 3600);
+            claims["scope"] = json!("openid email");
+            claims
+        };
+        for i in 0..2000 {
+            let forged = common::token_with(&no_scope(&format!("u{i}")));
+            assert_eq!(rejection(verifier.verify(&forged).await), Rejection::MissingAdminScope);
+        }
+        let lines = String::from_utf8(warnings.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(lines.matches("aws.cognito.signin.user.admin").count(), 0, "{lines}");
+        // A genuine token of a misconfigured app client is worth one hint, and one only.
+        for i in 0..50 {
+            let signed = TestSigner::default().sign(&no_scope(&format!("g{i}")));
+            assert_eq!(rejection(verifier.verify(&signed).await), Rejection::MissingAdminScope);
+        }
+        let lines = String::from_utf8(warnings.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(lines.matches("aws.cognito.signin.user.admin").count(), 1, "{lines}");
+        assert_eq!(fake.get_user_calls(), 0);
+    });
+}
