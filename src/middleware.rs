@@ -212,11 +212,20 @@ impl CognitoAuth {
     }
 
     /// Requires the user to be in at least one of these groups (`cognito:groups`), else 403.
+    ///
+    /// # Group freshness
+    /// Groups are those of the token as issued: `GetUser` does not report them. Removing a user
+    /// from a group takes effect when their current tokens expire or are revoked. Keep access
+    /// tokens short-lived, or sign the user out after a group change
+    /// ([`Verifier::global_sign_out`](crate::Verifier::global_sign_out), or Cognito's
+    /// `AdminUserGlobalSignOut` followed by [`Verifier::invalidate_user`](crate::Verifier::invalidate_user)).
     pub fn require_any_group<I: IntoIterator<Item = S>, S: Into<String>>(self, groups: I) -> Self {
         self.require("groups", groups.into_iter().map(Into::into).collect(), false)
     }
 
-    /// Requires the user to be in every one of these groups, else 403.
+    /// Requires the user to be in every one of these groups, else 403. Groups are those of the
+    /// token as issued; see [`require_any_group`](Self::require_any_group) for what that means
+    /// after a group change.
     pub fn require_all_groups<I: IntoIterator<Item = S>, S: Into<String>>(self, groups: I) -> Self {
         self.require("groups", groups.into_iter().map(Into::into).collect(), true)
     }

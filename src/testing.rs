@@ -592,6 +592,9 @@ async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
             }
             continue;
         }
+        // Cognito decides when the call arrives: a sign-out during the round trip does not
+        // change an answer already on its way.
+        let revoked = is_get_user && is_revoked(&state, &request);
         if is_get_user {
             state.calls.fetch_add(1, SeqCst);
             if request.header("authorization").is_some() {
@@ -615,7 +618,7 @@ async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
                 state.in_flight.fetch_sub(1, SeqCst);
                 return;
             }
-            (Behaviour::User { .. } | Behaviour::Claims { .. }, true) if is_revoked(&state, &request) => {
+            (Behaviour::User { .. } | Behaviour::Claims { .. }, true) if revoked => {
                 let code = "NotAuthorizedException";
                 let body = serde_json::json!({"__type": code, "message": "Access Token has been revoked"})
                     .to_string();

@@ -282,6 +282,14 @@ fn entry_key(token: &str) -> String {
     format!("actix-cognito:t:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
+/// Whether Redis holds a positive verdict for the token (a shared rejection does not count).
+async fn shares_a_user(redis: &Redis, token: &str) -> bool {
+    match redis.cmd(&["GET", &entry_key(token)]).await {
+        redis::Value::BulkString(b) => String::from_utf8(b).unwrap().contains(r#""user":{"#),
+        _ => false,
+    }
+}
+
 /// Copies the value Redis holds under one token's key to another token's key.
 async fn copy_entry(redis: &Redis, from: &str, to: &str) {
     let value = match redis.cmd(&["GET", &entry_key(from)]).await {
@@ -346,8 +354,30 @@ async fn a_sign_out_during_an_in_flight_call_is_not_undone_by_its_answer() {
     let _ = in_flight.await.unwrap();
 
     fake.set_latency(Duration::ZERO);
-    assert_eq!(redis.cmd(&["EXISTS", &entry_key(&token)]).await, redis::Value::Int(0));
+    assert!(!shares_a_user(&redis, &token).await, "the signed-out user is back in Redis");
     for v in &fleet {
         assert_eq!(common::rejection(v.verify(&token).await), Rejection::NotAuthorized);
     }
+}
+
+#[tokio::test]
+async fn a_verdict_is_not_shared_when_an_invalidation_ran_during_its_call_even_before_its_broadcast() {
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
+    let fleet = three(&fake, &redis).await;
+    fake.set_latency(Duration::from_millis(500));
+    let token = fake_token("slow-broadcast", 3600);
+    let in_flight = tokio::spawn({
+        let (v, token) = (fleet[0].clone(), token.clone());
+        async move { v.verify(&token).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Another instance's invalidation, whose broadcast has not reached instance 0 yet.
+    redis.cmd(&["INCR", "actix-cognito:gen"]).await;
+    in_flight.await.unwrap().unwrap();
+    assert!(!shares_a_user(&redis, &token).await, "a verdict crossed by an invalidation was shared");
+    // Sharing goes on for calls that no invalidation crossed.
+    fake.set_latency(Duration::ZERO);
+    let calm = fake_token("calm", 3600);
+    fleet[0].verify(&calm).await.unwrap();
+    assert!(shares_a_user(&redis, &calm).await);
 }
