@@ -381,3 +381,44 @@ async fn a_verdict_is_not_shared_when_an_invalidation_ran_during_its_call_even_b
     fleet[0].verify(&calm).await.unwrap();
     assert!(shares_a_user(&redis, &calm).await);
 }
+
+#[tokio::test]
+async fn copied_redis_entries_grant_nothing_on_three_example_servers() {
+    let s = seeded("fleet-poison").await;
+    s.pool.create_user("root", common::PASSWORD, &[]).await.unwrap();
+    s.pool.add_to_group("root", "admin").await.unwrap();
+    let root = s.pool.sign_in(&s.pool.client_id, "root", common::PASSWORD).await.unwrap().access;
+    let alice = s.tokens.access.clone();
+    let redis = Redis::start().await;
+    let endpoint = s.proxy.endpoint();
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(
+            example::start(&[
+                ("COGNITO_USER_POOL_ID", &s.pool.pool_id),
+                ("COGNITO_CLIENT_ID", &s.pool.client_id),
+                ("COGNITO_CACHE_TTL_SECS", "300"),
+                ("AWS_ENDPOINT_URL", &endpoint),
+                ("REDIS_URL", &redis.url()),
+            ])
+            .await,
+        );
+    }
+    let get = common::http::get_with_token;
+    assert_eq!(get(servers[0].addr, "/admin", &root).await.status, 200);
+
+    // A genuine entry under a forged token's key.
+    let forged =
+        common::altered(&root, &[("scope", serde_json::json!("aws.cognito.signin.user.admin openid"))]);
+    copy_entry(&redis, &root, &forged).await;
+    assert_eq!(get(servers[1].addr, "/admin", &forged).await.status, 401);
+    assert_eq!(get(servers[1].addr, "/me", &forged).await.status, 401);
+
+    // The admin's entry under another user's genuine token's key.
+    copy_entry(&redis, &root, &alice).await;
+    assert_eq!(get(servers[2].addr, "/admin", &alice).await.status, 403);
+    let me = get(servers[1].addr, "/me", &alice).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.json()["username"], "alice");
+    assert_eq!(me.json()["groups"], serde_json::json!([]));
+}
