@@ -9,6 +9,7 @@
 //! | `COGNITO_CACHE_TTL_SECS` | cache TTL, the revocation delay (default 30; 0 disables) |
 //! | `AWS_REGION` | must match the pool id if set |
 //! | `AWS_ENDPOINT_URL` | an emulator's endpoint, such as `http://127.0.0.1:4566` |
+//! | `COGNITO_ALLOW_ISSUER` | further accepted `iss` values, comma-separated (emulators with an issuer of their own) |
 //! | `PORT` | port on 127.0.0.1 (default 8080) |
 //! | `REDIS_URL` | fleet mode: share verdicts and sign-outs through this Redis (feature `redis`) |
 //!
@@ -86,6 +87,11 @@ fn verifier_from_env() -> Verifier {
     }
     if let Some(region) = env("AWS_REGION") {
         builder = builder.region(region);
+    }
+    for issuer in env("COGNITO_ALLOW_ISSUER").iter().flat_map(|v| v.split(',')) {
+        if !issuer.trim().is_empty() {
+            builder = builder.allow_issuer(issuer.trim());
+        }
     }
     if let Some(url) = env("REDIS_URL") {
         #[cfg(feature = "redis")]

@@ -1,25 +1,35 @@
 #!/usr/bin/env bash
-# Makes a Cognito endpoint available on loopback for the tests and the demo.
+# Makes a Cognito emulator answer on loopback for the tests and the demo.
 #
-# If something already answers Cognito on the port (LocalStack Pro, or a moto started earlier),
-# it is used as it is. Otherwise moto's server, pinned below, is installed into localstack/.venv
-# and started in the background; its pid and log go to localstack/.run/.
+# If something already answers Cognito on the port (LocalStack Pro, or an emulator started
+# earlier), it is used as it is. Otherwise the emulator, pinned below, is installed under
+# localstack/ and started in the background; its pid and log go to localstack/.run/.
 #
-#   EMULATOR_PORT   port to use (default 4566, LocalStack's)
+#   EMULATOR        moto (default) or cognito-local
+#   EMULATOR_PORT   port to use (default 4566 for moto, LocalStack's; 9229 for cognito-local)
 #   MOTO_VERSION    moto release to install (default pinned below)
+#   COGNITO_LOCAL_VERSION   cognito-local release to install (default pinned below)
 #
 # Prints the endpoint to export as AWS_ENDPOINT_URL on its last line.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-port="${EMULATOR_PORT:-4566}"
+emulator="${EMULATOR:-moto}"
 moto_version="${MOTO_VERSION:-5.2.5}"
-endpoint="http://127.0.0.1:${port}"
-venv="$here/.venv"
+cognito_local_version="${COGNITO_LOCAL_VERSION:-5.3.0}"
 run="$here/.run"
 
-# Answers when a Cognito API is served on the port: an unsigned ListUserPools is answered with a
-# Cognito JSON body (moto accepts it, LocalStack refuses it), never a connection error.
+case "$emulator" in
+    moto) port="${EMULATOR_PORT:-4566}" ;;
+    cognito-local) port="${EMULATOR_PORT:-9229}" ;;
+    *) echo "EMULATOR=$emulator: expected moto or cognito-local" >&2; exit 2 ;;
+esac
+endpoint="http://127.0.0.1:${port}"
+pidfile="$run/$emulator.pid"
+log="$run/$emulator.log"
+
+# Answers when a Cognito API is served on the port: an unsigned ListUserPools gets a Cognito
+# JSON answer (moto and cognito-local accept it, LocalStack refuses it), not a connection error.
 answers() {
     python3 - "$endpoint" <<'PY' 2>/dev/null
 import sys, urllib.request, urllib.error
@@ -42,28 +52,56 @@ if answers; then
     exit 0
 fi
 
-if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$moto_version')" 2>/dev/null; then
-    echo "installing moto[server]==$moto_version into $venv" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$moto_version" >&2
+mkdir -p "$run"
+case "$emulator" in
+    moto)
+        venv="$here/.venv"
+        if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$moto_version')" 2>/dev/null; then
+            echo "installing moto[server]==$moto_version into $venv" >&2
+            python3 -m venv "$venv"
+            "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$moto_version" >&2
+        fi
+        echo "starting moto $moto_version on 127.0.0.1:$port (log: $log)" >&2
+        nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+        ;;
+    cognito-local)
+        prefix="$here/.cognito-local"
+        installed="$(node -p "require('$prefix/node_modules/cognito-local/package.json').version" 2>/dev/null || true)"
+        if [ "$installed" != "$cognito_local_version" ]; then
+            echo "installing cognito-local@$cognito_local_version into $prefix" >&2
+            mkdir -p "$prefix"
+            npm install --prefix "$prefix" --no-audit --no-fund --silent "cognito-local@$cognito_local_version" >&2
+        fi
+        # cognito-local keeps its data and config in ./.cognito. Its defaults are kept (pool ids
+        # `local_...`, email usernames, issuer `http://localhost:{port}`), except that it listens
+        # on 127.0.0.1: "localhost" may resolve to ::1 only.
+        data="$run/cognito-local"
+        rm -rf "$data"
+        mkdir -p "$data/.cognito"
+        printf '{"ServerConfig":{"hostname":"127.0.0.1"},"TokenConfig":{"IssuerDomain":"http://localhost:%s"}}\n' "$port" \
+            >"$data/.cognito/config.json"
+        echo "starting cognito-local $cognito_local_version on 127.0.0.1:$port (log: $log)" >&2
+        (cd "$data" && PORT="$port" nohup node "$prefix/node_modules/cognito-local/lib/bin/start.js" >"$log" 2>&1 &
+            echo $! >"$pidfile.tmp")
+        ;;
+esac
+if [ -f "$pidfile.tmp" ]; then
+    mv "$pidfile.tmp" "$pidfile"
+else
+    echo $! >"$pidfile"
 fi
 
-mkdir -p "$run"
-echo "starting moto $moto_version on 127.0.0.1:$port (log: $run/moto.log)" >&2
-nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$run/moto.log" 2>&1 &
-echo $! >"$run/moto.pid"
-
-for _ in $(seq 1 100); do
+for _ in $(seq 1 150); do
     if answers; then
         echo "$endpoint"
         exit 0
     fi
-    if ! kill -0 "$(cat "$run/moto.pid")" 2>/dev/null; then
-        echo "moto exited; its log follows" >&2
-        cat "$run/moto.log" >&2
+    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        echo "$emulator exited; its log follows" >&2
+        cat "$log" >&2
         exit 1
     fi
     sleep 0.2
 done
-echo "moto did not answer on $endpoint within 20 s; see $run/moto.log" >&2
+echo "$emulator did not answer on $endpoint within 30 s; see $log" >&2
 exit 1

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Stops the moto server that start.sh started (a LocalStack it found running is left alone).
+# Stops the emulators that start.sh started (moto, cognito-local); a LocalStack or an emulator
+# it found running is left alone.
+#
+#   EMULATOR   stop only this one (moto or cognito-local); default: every one it started
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-pidfile="$here/.run/moto.pid"
-if [ -f "$pidfile" ]; then
-    pid="$(cat "$pidfile")"
-    if kill "$pid" 2>/dev/null; then
-        echo "stopped moto (pid $pid)" >&2
+for emulator in ${EMULATOR:-moto cognito-local}; do
+    pidfile="$here/.run/$emulator.pid"
+    if [ -f "$pidfile" ]; then
+        pid="$(cat "$pidfile")"
+        if kill "$pid" 2>/dev/null; then
+            echo "stopped $emulator (pid $pid)" >&2
+        fi
+        rm -f "$pidfile"
     fi
-    rm -f "$pidfile"
-else
-    echo "no moto started by start.sh is running" >&2
-fi
+done

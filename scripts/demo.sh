@@ -17,7 +17,7 @@ server=""
 cleanup() {
     [ -z "$server" ] || kill "$server" 2>/dev/null || true
     if [ -n "$after" ] && [ "$after" != "$before" ]; then
-        ./localstack/stop.sh 2>/dev/null || true
+        EMULATOR=moto ./localstack/stop.sh 2>/dev/null || true
     fi
 }
 trap cleanup EXIT
@@ -57,6 +57,10 @@ show "curl -s -H \"Authorization: Bearer \$(cat $run/alice.token)\" http://127.0
 show "curl -s -i http://127.0.0.1:$port/me"
 show "curl -s -i -H \"Authorization: Bearer \$(cat $run/alice.token)\" http://127.0.0.1:$port/admin"
 show "curl -s -H \"Authorization: Bearer \$(cat $run/admin.token)\" http://127.0.0.1:$port/admin"
+echo "The point: a signed-out token is refused at once (without /logout's invalidation, within the"
+echo "cache TTL, 10 s here), though its signature and exp are still good."
+show "curl -s -i -X POST -H \"Authorization: Bearer \$(cat $run/alice.token)\" http://127.0.0.1:$port/logout"
+show "curl -s -i -H \"Authorization: Bearer \$(cat $run/alice.token)\" http://127.0.0.1:$port/me"
 
 if [ -n "${DEMO_EXIT:-}" ]; then
     exit 0

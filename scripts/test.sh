@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit tests, emulator tests, examples and doc tests.
 #
-# Starts the Cognito emulator (localstack/start.sh) when none answers, and stops it afterwards
-# if it started it. Emulator tests never skip: without an emulator they fail and say so.
-# Extra arguments go to `cargo test`.
+# Starts the Cognito emulators (localstack/start.sh: moto on 4566, cognito-local on 9229) when
+# none answers, and stops afterwards those it started. Emulator tests never skip: without an
+# emulator they fail and say so. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,15 +16,29 @@ if ! command -v redis-server >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >&2
 fi
 
-pidfile=localstack/.run/moto.pid
-before="$(cat "$pidfile" 2>/dev/null || true)"
-endpoint="$(./localstack/start.sh | tail -n 1)"
-after="$(cat "$pidfile" 2>/dev/null || true)"
-if [ -n "$after" ] && [ "$after" != "$before" ]; then
-    trap './localstack/stop.sh' EXIT
-fi
-export AWS_ENDPOINT_URL="$endpoint"
-echo "Cognito emulator: $AWS_ENDPOINT_URL" >&2
+started=""
+cleanup() {
+    [ -z "$started" ] || EMULATOR="$started" ./localstack/stop.sh
+}
+trap cleanup EXIT
+
+# Starts one emulator unless one answers already; sets $endpoint.
+start() {
+    local pidfile="localstack/.run/$1.pid" before after
+    before="$(cat "$pidfile" 2>/dev/null || true)"
+    endpoint="$(EMULATOR="$1" ./localstack/start.sh | tail -n 1)"
+    after="$(cat "$pidfile" 2>/dev/null || true)"
+    if [ -n "$after" ] && [ "$after" != "$before" ]; then
+        started="$started $1"
+    fi
+}
+
+start moto
+AWS_ENDPOINT_URL="$endpoint"
+start cognito-local
+COGNITO_LOCAL_ENDPOINT="$endpoint"
+export AWS_ENDPOINT_URL COGNITO_LOCAL_ENDPOINT
+echo "Cognito emulators: moto $AWS_ENDPOINT_URL, cognito-local $COGNITO_LOCAL_ENDPOINT" >&2
 
 cargo test --all-features --all-targets "$@"
 cargo test --all-features --doc "$@"

@@ -173,6 +173,7 @@ impl VerdictCache {
             Cache::builder()
                 .max_capacity(settings.negative_capacity)
                 .time_to_live(settings.negative_ttl)
+                .support_invalidation_closures()
                 .build()
         });
         let stale = settings.stale_grace.map(|_| positive(settings.capacity));
@@ -339,7 +340,7 @@ impl VerdictCache {
                     let _ = cache.invalidate_entries_if(move |k, _| *k == key);
                 }
                 if let Some(negative) = &self.negative {
-                    let _ = negative.remove(&key);
+                    let _ = negative.invalidate_entries_if(move |k, _| *k == key);
                 }
             }
             Target::User(id) => {

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use crate::cache::CacheSettings;
 use crate::cognito::CallSettings;
+use http::Uri;
+
 use crate::error::ConfigError;
+use crate::issuer::Issuers;
 use crate::jwks::JwksSettings;
 use crate::token::ClaimPolicy;
 use crate::verifier::Verifier;
@@ -313,35 +316,96 @@ impl VerifierBuilder {
     /// client ids, a region that does not match the pool id, a malformed endpoint, a setting out
     /// of range.
     pub fn build(self) -> Result<Verifier, ConfigError> {
-        let pool_region = pool_region(&self.user_pool_id)
-            .ok_or_else(|| ConfigError::InvalidUserPoolId(self.user_pool_id.clone()))?
-            .to_owned();
-        if let Some(region) = &self.region {
-            if *region != pool_region {
-                return Err(ConfigError::RegionMismatch {
-                    configured: region.clone(),
-                    pool: self.user_pool_id.clone(),
-                    pool_region,
-                });
-            }
+        let endpoint = self.endpoint()?;
+        let region = self.pool_region(endpoint.is_some())?;
+        self.check_clients()?;
+        let max_per_second = self.check_ranges()?;
+        let policy = ClaimPolicy {
+            issuers: self.issuers(&region, endpoint.as_ref()),
+            client_ids: self.client_ids.clone(),
+            leeway_secs: self.leeway.as_secs() as i64,
+            max_len: self.max_token_bytes,
+        };
+        let jwks = self.jwks(&policy.issuers, endpoint.as_ref())?;
+        #[cfg(feature = "redis")]
+        let fleet = match &self.redis {
+            Some(settings) => Some(
+                crate::fleet::Fleet::new(settings.clone())
+                    .map_err(|reason| ConfigError::InvalidRedisUrl { value: settings.url.clone(), reason })?,
+            ),
+            None => None,
+        };
+        Ok(Verifier::from_settings(Settings {
+            #[cfg(feature = "redis")]
+            fleet,
+            policy,
+            call: CallSettings {
+                region: region.clone(),
+                endpoint: endpoint.map(|e| e.to_string()),
+                connect_timeout: self.connect_timeout,
+                attempt_timeout: self.attempt_timeout,
+                operation_timeout: self.operation_timeout,
+                max_attempts: self.max_attempts,
+                retry_after: self.retry_after,
+            },
+            cache: self.cache,
+            jwks,
+            max_in_flight: self.max_in_flight,
+            max_per_second,
+            user_pool_id: self.user_pool_id,
+            region,
+        }))
+    }
+
+    /// The endpoint override: set on the builder, else from the environment.
+    fn endpoint(&self) -> Result<Option<Uri>, ConfigError> {
+        match &self.endpoint {
+            Some(url) => checked_url(url, "endpoint_url()").map(Some),
+            None if self.endpoint_from_env => endpoint_from_env(),
+            None => Ok(None),
         }
+    }
+
+    /// The pool's region: the one its id names, which an explicit region must match. An
+    /// emulator's pool id may name none (cognito-local's `local_...`): the region is then the
+    /// configured one, else `AWS_REGION`, else `us-east-1`.
+    fn pool_region(&self, emulated: bool) -> Result<String, ConfigError> {
+        let id = &self.user_pool_id;
+        match (pool_region(id), emulated) {
+            (Ok(pool_region), _) => match &self.region {
+                Some(region) if *region != pool_region => Err(ConfigError::RegionMismatch {
+                    configured: region.clone(),
+                    pool: id.clone(),
+                    pool_region: pool_region.to_owned(),
+                }),
+                _ => Ok(pool_region.to_owned()),
+            },
+            (Err(_), true) if emulator_pool_id(id) => Ok(self
+                .region
+                .clone()
+                .or_else(|| env_var("AWS_REGION"))
+                .or_else(|| env_var("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".to_owned())),
+            (Err(problem), _) => Err(ConfigError::InvalidUserPoolId { value: id.clone(), problem }),
+        }
+    }
+
+    fn check_clients(&self) -> Result<(), ConfigError> {
         if self.client_ids.is_empty() {
             return Err(ConfigError::NoClientIds);
         }
-        if let Some(bad) = self.client_ids.iter().find(|id| !valid_client_id(id)) {
-            return Err(ConfigError::InvalidClientId(bad.clone()));
+        match self.client_ids.iter().find(|id| !valid_client_id(id)) {
+            Some(bad) => Err(ConfigError::InvalidClientId(bad.clone())),
+            None => Ok(()),
         }
-        let endpoint = match self.endpoint {
-            Some(url) => Some(checked_endpoint(url, "endpoint_url()")?),
-            None if self.endpoint_from_env => endpoint_from_env()?,
-            None => None,
-        };
-        let range = |ok: bool, setting, reason| {
-            if ok {
-                Ok(())
-            } else {
-                Err(ConfigError::InvalidSetting { setting, reason })
-            }
+    }
+
+    /// Checks every numeric setting; returns the per-second cap.
+    fn check_ranges(&self) -> Result<Option<NonZeroU32>, ConfigError> {
+        const HOUR: Duration = Duration::from_secs(3600);
+        let range = |ok: bool, setting, reason| match ok {
+            true => Ok(()),
+            false => Err(ConfigError::InvalidSetting { setting, reason }),
         };
         range(self.leeway <= Duration::from_secs(300), "leeway", "at most 5 minutes")?;
         range(
@@ -366,9 +430,9 @@ impl VerifierBuilder {
             "retry_after",
             "at least 1 s (Retry-After counts whole seconds)",
         )?;
+        range(self.retry_after <= HOUR, "retry_after", "at most 1 hour")?;
         range(self.cache.capacity > 0, "cache_capacity", "at least 1")?;
         range(self.cache.max_bytes >= 1 << 20, "cache_max_bytes", "at least 1 MiB")?;
-        const HOUR: Duration = Duration::from_secs(3600);
         // Access tokens live a day at most: nothing is kept longer. These bounds also keep every
         // instant computed on the request path far from overflowing.
         range(
@@ -378,134 +442,113 @@ impl VerifierBuilder {
         )?;
         range(self.cache.negative_ttl <= HOUR, "negative_ttl", "at most 1 hour")?;
         range(self.cache.stale_grace.is_none_or(|g| g <= 24 * HOUR), "stale_if_error", "at most 24 hours")?;
-        range(self.retry_after <= HOUR, "retry_after", "at most 1 hour")?;
-        range(self.max_in_flight > 0, "max_get_user_in_flight", "at least 1")?;
-        let max_per_second = match self.max_per_second {
-            Some(n) => Some(NonZeroU32::new(n).ok_or(ConfigError::InvalidSetting {
-                setting: "max_get_user_per_second",
-                reason: "at least 1",
-            })?),
-            None => None,
-        };
         range(self.cache.negative_capacity > 0, "negative_capacity", "at least 1")?;
-
-        let suffix = if pool_region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
-        let mut issuers = vec![
-            format!("https://cognito-idp.{pool_region}.{suffix}/{}", self.user_pool_id),
-            format!("https://issuer-cognito-idp.{pool_region}.{suffix}/{}", self.user_pool_id),
-        ];
-        if let Some(endpoint) = &endpoint {
-            issuers.extend(emulator_issuers(endpoint, &self.user_pool_id));
-        }
-        issuers.extend(self.extra_issuers);
-
-        let jwks_url = match (self.jwks_url, &endpoint) {
-            (Some(url), _) => checked_endpoint(url, "jwks_url()")?,
-            (None, Some(endpoint)) => {
-                format!("{}/{}/.well-known/jwks.json", endpoint.trim_end_matches('/'), self.user_pool_id)
-            }
-            (None, None) => format!("{}/.well-known/jwks.json", issuers[0]),
-        };
+        range(self.max_in_flight > 0, "max_get_user_in_flight", "at least 1")?;
         range(
             (Duration::from_secs(1)..=HOUR).contains(&self.jwks_refresh_interval),
             "jwks_refresh_interval",
             "from 1 s to 1 hour",
         )?;
-        let jwks = self.signature_check.then_some(JwksSettings {
-            url: jwks_url,
+        match self.max_per_second {
+            Some(n) => NonZeroU32::new(n).map(Some).ok_or(ConfigError::InvalidSetting {
+                setting: "max_get_user_per_second",
+                reason: "at least 1",
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// Cognito's two issuer forms, in the region's partition; an emulator's; `allow_issuer`'s.
+    fn issuers(&self, region: &str, endpoint: Option<&Uri>) -> Issuers {
+        let pool = &self.user_pool_id;
+        let suffix = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
+        let mut issuers = Issuers::new(vec![
+            format!("https://cognito-idp.{region}.{suffix}/{pool}"),
+            format!("https://issuer-cognito-idp.{region}.{suffix}/{pool}"),
+        ]);
+        if let Some(endpoint) = endpoint {
+            issuers.add_emulator(endpoint, &[pool]);
+        }
+        issuers.exact.extend(self.extra_issuers.iter().cloned());
+        issuers
+    }
+
+    /// Where the keys come from: the setting, else where an emulator serves them, else the
+    /// issuer's well-known location.
+    fn jwks(&self, issuers: &Issuers, endpoint: Option<&Uri>) -> Result<Option<JwksSettings>, ConfigError> {
+        let url = match (&self.jwks_url, endpoint) {
+            (Some(url), _) => checked_url(url, "jwks_url()")?.to_string(),
+            (None, Some(endpoint)) => {
+                format!(
+                    "{}/{}/.well-known/jwks.json",
+                    endpoint.to_string().trim_end_matches('/'),
+                    self.user_pool_id
+                )
+            }
+            (None, None) => format!("{}/.well-known/jwks.json", issuers.exact[0]),
+        };
+        Ok(self.signature_check.then_some(JwksSettings {
+            url,
             refresh_interval: self.jwks_refresh_interval,
             timeout: self.operation_timeout,
             retry_after: self.retry_after,
-        });
-
-        #[cfg(feature = "redis")]
-        let fleet = match self.redis {
-            Some(settings) => Some(
-                crate::fleet::Fleet::new(settings.clone())
-                    .map_err(|reason| ConfigError::InvalidRedisUrl { value: settings.url.clone(), reason })?,
-            ),
-            None => None,
-        };
-        Ok(Verifier::from_settings(Settings {
-            #[cfg(feature = "redis")]
-            fleet,
-            policy: ClaimPolicy {
-                issuers,
-                client_ids: self.client_ids,
-                leeway_secs: self.leeway.as_secs() as i64,
-                max_len: self.max_token_bytes,
-            },
-            call: CallSettings {
-                region: pool_region.clone(),
-                endpoint,
-                connect_timeout: self.connect_timeout,
-                attempt_timeout: self.attempt_timeout,
-                operation_timeout: self.operation_timeout,
-                max_attempts: self.max_attempts,
-                retry_after: self.retry_after,
-            },
-            cache: self.cache,
-            jwks,
-            max_in_flight: self.max_in_flight,
-            max_per_second,
-            user_pool_id: self.user_pool_id,
-            region: pool_region,
         }))
     }
 }
 
-/// The region part of a pool id such as `eu-west-1_AbC123`, if the id is well formed.
-fn pool_region(pool_id: &str) -> Option<&str> {
-    let (region, id) = pool_id.split_once('_')?;
+/// The region a pool id such as `eu-west-1_AbC123` names, or what is wrong with it.
+fn pool_region(pool_id: &str) -> Result<&str, &'static str> {
+    let Some((region, id)) = pool_id.split_once('_') else {
+        return Err("no `_` separates the region from the id");
+    };
     let region_ok = region.split('-').count() >= 3
         && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && region.ends_with(|c: char| c.is_ascii_digit())
         && !region.contains("--");
-    let id_ok = !id.is_empty() && pool_id.len() <= 55 && id.bytes().all(|b| b.is_ascii_alphanumeric());
-    (region_ok && id_ok).then_some(region)
+    if !region_ok {
+        return Err("the part before `_` is not a region such as `eu-west-1`");
+    }
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err("the part after `_` is not letters and digits");
+    }
+    if pool_id.len() > 55 {
+        return Err("it is longer than 55 characters");
+    }
+    Ok(region)
+}
+
+/// An emulator's pool id: `<word>_<id>`, such as cognito-local's `local_0uznJEKW`.
+fn emulator_pool_id(pool_id: &str) -> bool {
+    let word = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    pool_id.len() <= 55
+        && pool_id.split_once('_').is_some_and(|(a, b)| word(a) && word(b) && !b.contains('-'))
 }
 
 fn valid_client_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-fn checked_endpoint(url: String, source_name: &'static str) -> Result<String, ConfigError> {
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
-    match rest {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace) => {
-            Ok(url)
-        }
-        _ => Err(ConfigError::InvalidEndpoint { value: url, source_name }),
+/// An absolute `http` or `https` URL with a host.
+fn checked_url(url: &str, source_name: &'static str) -> Result<Uri, ConfigError> {
+    let invalid = || ConfigError::InvalidEndpoint { value: url.to_owned(), source_name };
+    let uri: Uri = url.trim().parse().map_err(|_| invalid())?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
+        _ => Err(invalid()),
     }
 }
 
-/// Issuers that emulators put in their tokens: the endpoint itself, and LocalStack's
-/// `http://localhost.localstack.cloud:{port}/{pool}`. Trusted only with an endpoint override,
-/// whose answers are trusted anyway; the pool id must still match.
-fn emulator_issuers(endpoint: &str, pool: &str) -> Vec<String> {
-    let base = endpoint.trim_end_matches('/');
-    let authority = base.split_once("://").map_or(base, |(_, rest)| rest);
-    let authority = authority.split('/').next().unwrap_or(authority);
-    let port = authority
-        .rsplit_once(':')
-        .map(|(_, p)| p)
-        .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
-        .unwrap_or("4566");
-    vec![
-        format!("{base}/{pool}"),
-        format!("http://localhost.localstack.cloud:{port}/{pool}"),
-        format!("https://localhost.localstack.cloud:{port}/{pool}"),
-    ]
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
-fn endpoint_from_env() -> Result<Option<String>, ConfigError> {
-    let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    if var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+fn endpoint_from_env() -> Result<Option<Uri>, ConfigError> {
+    if env_var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Ok(None);
     }
     for name in ["AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER", "AWS_ENDPOINT_URL"] {
-        if let Some(url) = var(name) {
-            return checked_endpoint(url, name).map(Some);
+        if let Some(url) = env_var(name) {
+            return checked_url(&url, name).map(Some);
         }
     }
     Ok(None)
@@ -521,9 +564,9 @@ mod tests {
 
     #[test]
     fn pool_ids_are_checked() {
-        assert_eq!(pool_region("eu-west-1_AbC123"), Some("eu-west-1"));
-        assert_eq!(pool_region("us-gov-west-1_x9"), Some("us-gov-west-1"));
-        assert_eq!(pool_region("us-east-1_1979848ff3a644f1a2b879f56df40739"), Some("us-east-1"));
+        assert_eq!(pool_region("eu-west-1_AbC123"), Ok("eu-west-1"));
+        assert_eq!(pool_region("us-gov-west-1_x9"), Ok("us-gov-west-1"));
+        assert_eq!(pool_region("us-east-1_1979848ff3a644f1a2b879f56df40739"), Ok("us-east-1"));
         for bad in [
             "",
             "eu-west-1",
@@ -534,15 +577,41 @@ mod tests {
             "eu-west-1_a-b",
             "eu--west-1_a",
         ] {
-            assert_eq!(pool_region(bad), None, "{bad}");
+            assert!(pool_region(bad).is_err(), "{bad}");
+        }
+        assert_eq!(pool_region("eu-west-1"), Err("no `_` separates the region from the id"));
+        assert!(pool_region("local_0uznJEKW").unwrap_err().contains("not a region"));
+        assert!(pool_region("eu-west-1_a-b").unwrap_err().contains("after `_`"));
+    }
+
+    #[test]
+    fn an_emulator_pool_id_is_accepted_only_with_an_endpoint_override() {
+        let err = builder("local_0uznJEKW").build().unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidUserPoolId { .. }), "{err}");
+        assert!(err.to_string().contains("not a region"), "{err}");
+        let v = builder("local_0uznJEKW").endpoint_url("http://127.0.0.1:9229").build().unwrap();
+        assert_eq!(v.region(), "us-east-1");
+        let v = builder("local_0uznJEKW")
+            .endpoint_url("http://127.0.0.1:9229")
+            .region("eu-west-2")
+            .build()
+            .unwrap();
+        assert_eq!(v.region(), "eu-west-2");
+        assert!(v
+            .issuers()
+            .contains(&"https://cognito-idp.eu-west-2.amazonaws.com/local_0uznJEKW".to_owned()));
+        for bad in ["local_", "_abc", "local_a b", "local_a_b", "local"] {
+            let err = builder(bad).endpoint_url("http://127.0.0.1:9229").build().unwrap_err();
+            assert!(matches!(err, ConfigError::InvalidUserPoolId { .. }), "{bad}: {err}");
         }
     }
 
     #[tokio::test]
     async fn a_malformed_pool_id_fails_at_build_naming_the_fix() {
         let err = builder("eu-west-1").build().unwrap_err();
-        assert_eq!(err, ConfigError::InvalidUserPoolId("eu-west-1".into()));
+        assert!(matches!(&err, ConfigError::InvalidUserPoolId { value, .. } if value == "eu-west-1"));
         assert!(err.to_string().contains("<region>_<id>"), "{err}");
+        assert!(err.to_string().contains("no `_`"), "{err}");
     }
 
     #[tokio::test]
@@ -593,14 +662,7 @@ mod tests {
     #[tokio::test]
     async fn an_endpoint_override_also_accepts_the_emulator_issuers() {
         let v = builder("us-east-1_Abc").endpoint_url("http://127.0.0.1:4566/").build().unwrap();
-        assert_eq!(
-            &v.issuers()[2..],
-            [
-                "http://127.0.0.1:4566/us-east-1_Abc",
-                "http://localhost.localstack.cloud:4566/us-east-1_Abc",
-                "https://localhost.localstack.cloud:4566/us-east-1_Abc",
-            ]
-        );
+        assert_eq!(&v.issuers()[2..], ["http://127.0.0.1:4566/us-east-1_Abc"]);
     }
 
     #[tokio::test]

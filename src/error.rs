@@ -10,12 +10,19 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The user pool id is not of the form `{region}_{id}`, such as `eu-west-1_AbC123xyz`.
+    /// The user pool id is not of the form `{region}_{id}`, such as `eu-west-1_AbC123xyz` (with
+    /// an endpoint override, an emulator's `<word>_<id>` such as `local_0uznJEKW` is accepted).
     #[error(
-        "user pool id `{0}` is malformed: expected `<region>_<id>` such as `eu-west-1_AbC123xyz` \
-         (copy it from the Cognito console or `aws cognito-idp list-user-pools`)"
+        "user pool id `{value}` is malformed ({problem}): expected `<region>_<id>` such as \
+         `eu-west-1_AbC123xyz` (copy it from the Cognito console or `aws cognito-idp list-user-pools`; \
+         an emulator's id such as `local_0uznJEKW` needs its endpoint set, as AWS_ENDPOINT_URL)"
     )]
-    InvalidUserPoolId(String),
+    InvalidUserPoolId {
+        /// The rejected value.
+        value: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// No app client id was given.
     #[error("no app client id is allowed: call `.client_id(\"...\")` with the id of each app client whose tokens you accept")]
     NoClientIds,
@@ -207,9 +214,8 @@ impl Rejection {
             Rejection::Malformed | Rejection::UnsupportedAlgorithm => "the access token is malformed",
             Rejection::BadSignature | Rejection::UnknownKey => "the access token signature is invalid",
             Rejection::NotAccessToken => "not an access token",
-            Rejection::WrongIssuer | Rejection::WrongClient => {
-                "the access token was issued for another application"
-            }
+            Rejection::WrongIssuer => "the access token's issuer is not this API's user pool",
+            Rejection::WrongClient => "the access token was issued to another app client",
             Rejection::Expired => "the access token expired",
             Rejection::MachineToken | Rejection::MissingAdminScope => "the access token cannot be used here",
             Rejection::NotAuthorized

@@ -17,7 +17,7 @@ use std::time::Duration;
 use aws_sdk_cognitoidentityprovider::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cognitoidentityprovider::types::{
     AttributeDataType, AttributeType, AuthFlowType, ExplicitAuthFlowsType, MessageActionType,
-    SchemaAttributeType,
+    SchemaAttributeType, UsernameAttributeType,
 };
 use aws_sdk_cognitoidentityprovider::Client;
 use base64::Engine as _;
@@ -40,7 +40,7 @@ pub fn endpoint_from_env() -> String {
         .unwrap_or_else(|| "http://127.0.0.1:4566".to_owned())
 }
 
-/// An emulated Cognito (moto or LocalStack) and an admin client for it.
+/// An emulated Cognito (moto, cognito-local or LocalStack) and an admin client for it.
 #[derive(Clone, Debug)]
 pub struct Emulator {
     admin: Client,
@@ -109,12 +109,16 @@ impl Emulator {
             )
             .send()
             .await?;
-        let pool_id = pool.user_pool.and_then(|p| p.id).ok_or("CreateUserPool returned no id")?;
+        let pool = pool.user_pool.ok_or("CreateUserPool returned no pool")?;
+        // cognito-local makes every pool sign in by email unless configured otherwise.
+        let email_usernames = pool.username_attributes().contains(&UsernameAttributeType::Email);
         let mut pool = TestPool {
             admin: self.admin.clone(),
-            pool_id,
+            pool_id: pool.id.ok_or("CreateUserPool returned no id")?,
             client_id: String::new(),
             endpoint: self.endpoint.clone(),
+            email_usernames,
+            users: Arc::default(),
         };
         pool.client_id = pool.create_client(&format!("{name}-app")).await?;
         Ok(pool)
@@ -131,6 +135,11 @@ impl Emulator {
 pub struct TestPool {
     admin: Client,
     endpoint: String,
+    /// Whether users sign in by email (their username is then a generated id).
+    email_usernames: bool,
+    /// For each name given to [`create_user`](Self::create_user): the name to sign in with, and
+    /// the username Cognito gave the user.
+    users: Arc<Mutex<std::collections::HashMap<String, (String, String)>>>,
     /// The pool id.
     pub pool_id: String,
     /// The first app client's id.
@@ -179,28 +188,39 @@ impl TestPool {
 
     /// Creates a confirmed user with a permanent password and these attributes.
     ///
+    /// In a pool that signs in by email (cognito-local's default), the user signs in with
+    /// their `email` attribute (`{name}@example.com` when none is given) and Cognito names them
+    /// by a generated id: [`login`](Self::login) and [`username`](Self::username) say which.
+    ///
     /// # Errors
     /// When the emulator refuses a call.
     pub async fn create_user(
         &self,
-        username: &str,
+        name: &str,
         password: &str,
         attributes: &[(&str, &str)],
     ) -> Result<(), BoxError> {
+        let login = match (self.email_usernames, attributes.iter().find(|(k, _)| *k == "email")) {
+            (false, _) => name.to_owned(),
+            (true, Some((_, email))) => (*email).to_owned(),
+            (true, None) => format!("{name}@example.com"),
+        };
         let mut req = self
             .admin
             .admin_create_user()
             .user_pool_id(&self.pool_id)
-            .username(username)
+            .username(&login)
             .message_action(MessageActionType::Suppress);
-        for (name, value) in attributes {
-            req = req.user_attributes(AttributeType::builder().name(*name).value(*value).build()?);
+        for (k, value) in attributes {
+            req = req.user_attributes(AttributeType::builder().name(*k).value(*value).build()?);
         }
-        req.send().await?;
+        let created = req.send().await?;
+        let username = created.user.and_then(|u| u.username).unwrap_or_else(|| login.clone());
+        self.users.lock().unwrap().insert(name.to_owned(), (login.clone(), username));
         self.admin
             .admin_set_user_password()
             .user_pool_id(&self.pool_id)
-            .username(username)
+            .username(&login)
             .password(password)
             .permanent(true)
             .send()
@@ -208,18 +228,30 @@ impl TestPool {
         Ok(())
     }
 
+    /// The name a user made by [`create_user`](Self::create_user) signs in with, which also
+    /// names them in admin calls.
+    pub fn login(&self, name: &str) -> String {
+        self.users.lock().unwrap().get(name).map_or_else(|| name.to_owned(), |(login, _)| login.clone())
+    }
+
+    /// The username Cognito gave a user made by [`create_user`](Self::create_user): `GetUser`
+    /// and the `username` claim say this.
+    pub fn username(&self, name: &str) -> String {
+        self.users.lock().unwrap().get(name).map_or_else(|| name.to_owned(), |(_, username)| username.clone())
+    }
+
     /// Signs a user in through `client_id` with the admin password flow.
     ///
     /// # Errors
     /// When the emulator refuses the sign-in.
-    pub async fn sign_in(&self, client_id: &str, username: &str, password: &str) -> Result<Tokens, BoxError> {
+    pub async fn sign_in(&self, client_id: &str, name: &str, password: &str) -> Result<Tokens, BoxError> {
         let out = self
             .admin
             .admin_initiate_auth()
             .user_pool_id(&self.pool_id)
             .client_id(client_id)
             .auth_flow(AuthFlowType::AdminUserPasswordAuth)
-            .auth_parameters("USERNAME", username)
+            .auth_parameters("USERNAME", self.login(name))
             .auth_parameters("PASSWORD", password)
             .send()
             .await?;
@@ -235,12 +267,12 @@ impl TestPool {
     ///
     /// # Errors
     /// When the emulator refuses a call.
-    pub async fn add_to_group(&self, username: &str, group: &str) -> Result<(), BoxError> {
+    pub async fn add_to_group(&self, name: &str, group: &str) -> Result<(), BoxError> {
         let _ = self.admin.create_group().user_pool_id(&self.pool_id).group_name(group).send().await;
         self.admin
             .admin_add_user_to_group()
             .user_pool_id(&self.pool_id)
-            .username(username)
+            .username(self.login(name))
             .group_name(group)
             .send()
             .await?;

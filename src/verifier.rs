@@ -1,7 +1,8 @@
 //! The verifier: cache, local checks, signature, then Cognito.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::cache::{Counters, Flight, Loaded, Outcome, Stats, Target, VerdictCache};
 use crate::cognito::Cognito;
@@ -48,7 +49,12 @@ struct Inner {
     cache: VerdictCache,
     /// When the missing-admin-scope hint was last logged, Unix seconds.
     scope_hint_logged: AtomicI64,
+    /// The issuer origins already reported as unexpected (under an endpoint override).
+    issuers_reported: Mutex<HashSet<String>>,
 }
+
+/// The most distinct unexpected issuer origins reported.
+const MAX_ISSUERS_REPORTED: usize = 32;
 
 /// A token that passed the local checks.
 struct Checked {
@@ -100,6 +106,7 @@ impl Verifier {
             user_pool_id: s.user_pool_id,
             region: s.region,
             scope_hint_logged: AtomicI64::new(i64::MIN),
+            issuers_reported: Mutex::default(),
         }));
         // In fleet mode, subscribe to invalidations now (or, built outside a runtime, at the
         // first request), so that the first requests do not race the subscription.
@@ -126,8 +133,11 @@ impl Verifier {
     }
 
     /// The `iss` values accepted: the pool's two Cognito forms, then any others.
+    ///
+    /// With an endpoint override on a loopback host, the loopback forms emulators use are
+    /// accepted too (see the README's emulator table); they are not listed here.
     pub fn issuers(&self) -> &[String] {
-        &self.0.policy.issuers
+        &self.0.policy.issuers.exact
     }
 
     /// Where the pool's signing keys are fetched from, unless the signature check is off.
@@ -298,7 +308,28 @@ impl Verifier {
                 }
                 Err(Rejection::MissingAdminScope.into())
             }
+            Err(Rejection::WrongIssuer) => {
+                if inner.policy.issuers.emulated() {
+                    self.issuer_hint(&claims.iss);
+                }
+                Err(Rejection::WrongIssuer.into())
+            }
             Err(r) => Err(r.into()),
+        }
+    }
+
+    /// Under an endpoint override (an emulator), an unexpected issuer is most likely a setting
+    /// to fix: say so once per issuer origin, naming what is accepted and how to add more.
+    fn issuer_hint(&self, iss: &str) {
+        let origin = crate::issuer::origin(iss);
+        let mut reported = self.0.issuers_reported.lock().unwrap_or_else(|e| e.into_inner());
+        if reported.len() < MAX_ISSUERS_REPORTED && reported.insert(origin.clone()) {
+            tracing::warn!(
+                issuer_origin = %origin,
+                expected = %self.0.policy.issuers.describe(),
+                "an access token's issuer is not one this verifier accepts: if it is your emulator's, \
+                 add it with `allow_issuer(..)` (COGNITO_ALLOW_ISSUER in the example server)"
+            );
         }
     }
 

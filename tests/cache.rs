@@ -266,6 +266,21 @@ async fn a_request_that_joins_a_call_started_before_a_sign_out_is_not_let_throug
 }
 
 #[tokio::test]
+async fn invalidate_token_forgets_a_remembered_rejection_too() {
+    let fake = fake().await;
+    let verifier = verifier(&fake).build().unwrap();
+    let token = fake_token("re-enabled", 3600);
+    fake.set_behaviour(Behaviour::Error(400, "NotAuthorizedException".into()));
+    assert_eq!(common::rejection(verifier.verify(&token).await), Rejection::NotAuthorized);
+    // The user is enabled again: the remembered rejection still answers, until it is forgotten.
+    fake.set_behaviour(Behaviour::User { username: "alice".into(), attributes: vec![] });
+    assert_eq!(common::rejection(verifier.verify(&token).await), Rejection::NotAuthorized);
+    verifier.invalidate_token(&token).await;
+    verifier.verify(&token).await.unwrap();
+    assert_eq!(fake.get_user_calls(), 2);
+}
+
+#[tokio::test]
 async fn stale_if_error_is_off_by_default() {
     let fake = fake().await;
     let verifier = verifier(&fake).cache_ttl(Duration::from_millis(100)).build().unwrap();

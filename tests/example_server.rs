@@ -76,3 +76,103 @@ async fn the_example_server_refuses_to_start_with_a_bad_configuration() {
         assert!(err.contains(hint), "{vars:?}: {err}");
     }
 }
+
+/// What a new user of cognito-local sees: its default configuration (pool `local_...`, issuer
+/// `http://localhost:{port}`), reached either way, with no region and no issuer setting.
+#[tokio::test]
+async fn the_example_server_works_with_cognito_local_as_it_comes() {
+    let s = common::seeded_on(common::Kind::CognitoLocal, "example-local").await;
+    assert!(s.pool.pool_id.starts_with("local_"), "{}", s.pool.pool_id);
+    s.pool.create_user("root", PASSWORD, &[]).await.unwrap();
+    s.pool.add_to_group("root", "admin").await.unwrap();
+    let root = s.pool.sign_in(&s.pool.client_id, "root", PASSWORD).await.unwrap();
+    let port = s.emulator.endpoint().rsplit(':').next().unwrap().to_owned();
+    for host in ["127.0.0.1", "localhost"] {
+        let endpoint = format!("http://{host}:{port}");
+        let server = start(&[
+            ("COGNITO_USER_POOL_ID", &s.pool.pool_id),
+            ("COGNITO_CLIENT_ID", &s.pool.client_id),
+            ("COGNITO_CACHE_TTL_SECS", "1"),
+            ("AWS_ENDPOINT_URL", &endpoint),
+        ])
+        .await;
+        let addr = server.addr;
+        let me = get_with_token(addr, "/me", &s.tokens.access).await;
+        assert_eq!(me.status, 200, "{endpoint}: {}", me.body);
+        assert_eq!(me.json()["username"], s.pool.username("alice"));
+        assert_eq!(me.json()["attributes"]["custom:tenant"], "acme");
+        assert_eq!(get_with_token(addr, "/admin", &root.access).await.status, 200);
+        assert_eq!(get_with_token(addr, "/admin", &s.tokens.access).await.status, 403);
+        assert_eq!(get_with_token(addr, "/me", "garbage").await.status, 401);
+        let tampered = common::altered(&s.tokens.access, &[("username", serde_json::json!("root"))]);
+        assert_eq!(get_with_token(addr, "/me", &tampered).await.status, 401);
+        // cognito-local cannot sign out: that is the upstream's trouble, not the token's.
+        let logout = common::http::request_raw(
+            addr,
+            "POST",
+            "/logout",
+            &[format!("Authorization: Bearer {}", s.tokens.access).as_bytes()],
+        )
+        .await;
+        assert_eq!(logout.status, 503, "{}", logout.body);
+    }
+
+    // A deleted user is refused within TTL + 1 s.
+    let endpoint = s.emulator.endpoint().to_owned();
+    let server = start(&[
+        ("COGNITO_USER_POOL_ID", &s.pool.pool_id),
+        ("COGNITO_CLIENT_ID", &s.pool.client_id),
+        ("COGNITO_CACHE_TTL_SECS", "1"),
+        ("AWS_ENDPOINT_URL", &endpoint),
+    ])
+    .await;
+    assert_eq!(get_with_token(server.addr, "/me", &s.tokens.access).await.status, 200);
+    s.revoke(common::Revoke::AdminDeleteUser).await;
+    let deleted = std::time::Instant::now();
+    while get_with_token(server.addr, "/me", &s.tokens.access).await.status == 200 {
+        assert!(deleted.elapsed() < std::time::Duration::from_secs(2), "a deleted user still passes");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(get_with_token(server.addr, "/me", &s.tokens.access).await.status, 401);
+}
+
+/// LocalStack behind a remapped port names 4566 in its tokens; an emulator with an issuer of its
+/// own needs `COGNITO_ALLOW_ISSUER`.
+#[tokio::test]
+async fn the_example_server_accepts_emulator_issuers_on_loopback_and_allowed_ones_only() {
+    use actix_cognito::testing::{FakeCognito, TestSigner};
+    let fake = FakeCognito::user("alice", &[("email", "alice@example.com")]).await.unwrap();
+    let pool = "us-east-1_Emulated1";
+    let token_from = |iss: &str| {
+        let mut claims = common::access_claims(pool, "client1", "s1", 3600);
+        claims["iss"] = iss.into();
+        TestSigner::default().sign(&claims)
+    };
+    let vars = |allow: &'static str| {
+        let endpoint = fake.endpoint();
+        let mut vars = vec![
+            ("COGNITO_USER_POOL_ID", pool.to_owned()),
+            ("COGNITO_CLIENT_ID", "client1".to_owned()),
+            ("AWS_ENDPOINT_URL", endpoint),
+        ];
+        if !allow.is_empty() {
+            vars.push(("COGNITO_ALLOW_ISSUER", allow.to_owned()));
+        }
+        vars
+    };
+    let plain = vars("");
+    let plain: Vec<(&str, &str)> = plain.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = start(&plain).await;
+    let localstack = token_from(&format!("http://localhost.localstack.cloud:4566/{pool}"));
+    assert_eq!(get_with_token(server.addr, "/me", &localstack).await.status, 200);
+    let arbitrary = token_from(&format!("https://auth.dev.example.com/{pool}"));
+    let refused = get_with_token(server.addr, "/me", &arbitrary).await;
+    assert_eq!(refused.status, 401);
+    let challenge = refused.header("www-authenticate").unwrap();
+    assert!(challenge.contains("issuer"), "{challenge}");
+
+    let allowed = vars(" https://other.example.com , https://auth.dev.example.com/us-east-1_Emulated1");
+    let allowed: Vec<(&str, &str)> = allowed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = start(&allowed).await;
+    assert_eq!(get_with_token(server.addr, "/me", &arbitrary).await.status, 200);
+}

@@ -295,25 +295,7 @@ async fn a_key_rotated_in_during_an_unknown_kid_flood_is_accepted_within_five_se
 
 #[test]
 fn unsigned_tokens_without_the_admin_scope_cannot_flood_the_logs() {
-    #[derive(Clone, Default)]
-    struct Warnings(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Warnings {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let warnings = Warnings::default();
-    let writer = warnings.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (warnings, _guard) = common::capture_warnings();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let fake = FakeCognito::user("alice", &[]).await.unwrap();
@@ -327,15 +309,40 @@ fn unsigned_tokens_without_the_admin_scope_cannot_flood_the_logs() {
             let forged = common::token_with(&no_scope(&format!("u{i}")));
             assert_eq!(rejection(verifier.verify(&forged).await), Rejection::MissingAdminScope);
         }
-        let lines = String::from_utf8(warnings.0.lock().unwrap().clone()).unwrap();
+        let lines = warnings.text();
         assert_eq!(lines.matches("aws.cognito.signin.user.admin").count(), 0, "{lines}");
         // A genuine token of a misconfigured app client is worth one hint, and one only.
         for i in 0..50 {
             let signed = TestSigner::default().sign(&no_scope(&format!("g{i}")));
             assert_eq!(rejection(verifier.verify(&signed).await), Rejection::MissingAdminScope);
         }
-        let lines = String::from_utf8(warnings.0.lock().unwrap().clone()).unwrap();
+        let lines = warnings.text();
         assert_eq!(lines.matches("aws.cognito.signin.user.admin").count(), 1, "{lines}");
+        assert_eq!(fake.get_user_calls(), 0);
+    });
+}
+
+#[test]
+fn an_unexpected_issuer_under_an_endpoint_override_is_reported_once_per_origin() {
+    let (warnings, _guard) = common::capture_warnings();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let fake = FakeCognito::user("alice", &[]).await.unwrap();
+        let verifier = fake_verifier(&fake).build().unwrap();
+        for i in 0..100 {
+            let mut claims = access_claims(FAKE_POOL, FAKE_CLIENT, &format!("u{i}"), 3600);
+            let host = if i % 2 == 0 { "auth.dev.example.com" } else { "cognito.test" };
+            claims["iss"] = json!(format!("http://{host}:9229/{FAKE_POOL}"));
+            let token = TestSigner::default().sign(&claims);
+            assert_eq!(rejection(verifier.verify(&token).await), Rejection::WrongIssuer);
+        }
+        let lines = warnings.text();
+        assert_eq!(lines.matches("COGNITO_ALLOW_ISSUER").count(), 2, "{lines}");
+        assert!(lines.contains("issuer_origin=http://auth.dev.example.com:9229"), "{lines}");
+        assert!(
+            lines.contains(&format!("https://cognito-idp.us-east-1.amazonaws.com/{FAKE_POOL}")),
+            "{lines}"
+        );
         assert_eq!(fake.get_user_calls(), 0);
     });
 }

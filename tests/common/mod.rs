@@ -21,8 +21,36 @@ pub const PASSWORD: &str = "Corr3ct-Horse!";
 
 /// The emulator, or a failure that says how to start one. Emulator tests never skip.
 pub async fn emulator() -> Emulator {
-    match Emulator::from_env().await {
+    emulator_of(Kind::Moto).await
+}
+
+/// The emulators the suite runs against. `./scripts/test.sh` starts both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// moto's server (or LocalStack), at `AWS_ENDPOINT_URL`.
+    Moto,
+    /// cognito-local in its default configuration, at `COGNITO_LOCAL_ENDPOINT`.
+    CognitoLocal,
+}
+
+impl Kind {
+    pub fn endpoint(self) -> String {
+        match self {
+            Kind::Moto => actix_cognito::testing::endpoint_from_env(),
+            Kind::CognitoLocal => std::env::var("COGNITO_LOCAL_ENDPOINT")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "http://127.0.0.1:9229".to_owned()),
+        }
+    }
+}
+
+pub async fn emulator_of(kind: Kind) -> Emulator {
+    match Emulator::connect(&kind.endpoint(), "us-east-1").await {
         Ok(e) => e,
+        Err(e) if kind == Kind::CognitoLocal => {
+            panic!("{e}\n(cognito-local: `EMULATOR=cognito-local ./localstack/start.sh`, or run ./scripts/test.sh)")
+        }
         Err(e) => panic!("{e}"),
     }
 }
@@ -45,7 +73,11 @@ pub const ALICE_ATTRIBUTES: &[(&str, &str)] = &[
 ];
 
 pub async fn seeded(name: &str) -> Seeded {
-    let emulator = emulator().await;
+    seeded_on(Kind::Moto, name).await
+}
+
+pub async fn seeded_on(kind: Kind, name: &str) -> Seeded {
+    let emulator = emulator_of(kind).await;
     let pool = emulator.create_pool(name).await.expect("create pool");
     pool.create_user("alice", PASSWORD, ALICE_ATTRIBUTES).await.expect("create user");
     let tokens = pool.sign_in(&pool.client_id, "alice", PASSWORD).await.expect("sign in");
@@ -59,9 +91,15 @@ impl Seeded {
         format!("{}/{}/.well-known/jwks.json", self.emulator.endpoint(), self.pool.pool_id)
     }
 
-    /// A verifier builder for the pool, whose calls go through the counting proxy.
+    /// A verifier builder for the pool, whose calls go through the counting proxy. An emulator
+    /// that names itself in `iss` (cognito-local) does so on its own port, not the proxy's:
+    /// that issuer is allowed, as anyone behind a proxy would.
     pub fn verifier(&self) -> actix_cognito::VerifierBuilder {
-        self.pool.verifier().endpoint_url(self.proxy.endpoint())
+        let builder = self.pool.verifier().endpoint_url(self.proxy.endpoint());
+        match claims_of(&self.tokens.access)["iss"].as_str() {
+            Some(iss) if iss.starts_with("http://") => builder.allow_issuer(iss),
+            _ => builder,
+        }
     }
 }
 
@@ -134,7 +172,7 @@ impl Seeded {
             Revoke::AdminUserGlobalSignOut => admin
                 .admin_user_global_sign_out()
                 .user_pool_id(pool)
-                .username("alice")
+                .username(self.pool.login("alice"))
                 .send()
                 .await
                 .map(drop)
@@ -142,7 +180,7 @@ impl Seeded {
             Revoke::AdminDisableUser => admin
                 .admin_disable_user()
                 .user_pool_id(pool)
-                .username("alice")
+                .username(self.pool.login("alice"))
                 .send()
                 .await
                 .map(drop)
@@ -150,7 +188,7 @@ impl Seeded {
             Revoke::AdminDeleteUser => admin
                 .admin_delete_user()
                 .user_pool_id(pool)
-                .username("alice")
+                .username(self.pool.login("alice"))
                 .send()
                 .await
                 .map(drop)
@@ -186,4 +224,37 @@ pub fn rejection<T: std::fmt::Debug>(r: Result<T, VerifyError>) -> Rejection {
         Err(VerifyError::Rejected(r)) => r,
         other => panic!("expected a rejection, got {other:?}"),
     }
+}
+
+/// Log lines captured at WARN and above.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures this thread's WARN lines while the guard lives: run the test on a current-thread
+/// runtime so that every task logs here.
+pub fn capture_warnings() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
 }
