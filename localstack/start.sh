@@ -62,7 +62,7 @@ case "$emulator" in
             "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$moto_version" >&2
         fi
         echo "starting moto $moto_version on 127.0.0.1:$port (log: $log)" >&2
-        nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+        nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 </dev/null &
         ;;
     cognito-local)
         prefix="$here/.cognito-local"
@@ -81,8 +81,11 @@ case "$emulator" in
         printf '{"ServerConfig":{"hostname":"127.0.0.1"},"TokenConfig":{"IssuerDomain":"http://localhost:%s"}}\n' "$port" \
             >"$data/.cognito/config.json"
         echo "starting cognito-local $cognito_local_version on 127.0.0.1:$port (log: $log)" >&2
-        (cd "$data" && PORT="$port" nohup node "$prefix/node_modules/cognito-local/lib/bin/start.js" >"$log" 2>&1 &
-            echo $! >"$pidfile.tmp")
+        (
+            cd "$data"
+            PORT="$port" nohup node "$prefix/node_modules/cognito-local/lib/bin/start.js" >"$log" 2>&1 </dev/null &
+            echo $! >"$pidfile.tmp"
+        )
         ;;
 esac
 if [ -f "$pidfile.tmp" ]; then
