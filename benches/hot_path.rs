@@ -26,23 +26,31 @@ fn hot_path(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let token = TestSigner::default().sign(&claims());
     let header = format!("Bearer {token}");
-    let (_fake, verifier) = rt.block_on(async {
-        let fake = FakeCognito::user("alice", &[("email", "alice@example.com")]).await.unwrap();
+    let fake = rt.block_on(FakeCognito::user("alice", &[("email", "alice@example.com")])).unwrap();
+    let build = || {
         let verifier = Verifier::builder("eu-west-1_Fuzz")
             .client_id("fuzzclient")
             .endpoint_url(fake.endpoint())
             .build()
             .unwrap();
-        verifier.verify(&token).await.unwrap();
-        (fake, verifier)
-    });
+        rt.block_on(verifier.verify(&token)).unwrap();
+        verifier
+    };
+    // Without a metrics recorder (the handles are no-ops), then with Prometheus's.
+    let verifier = build();
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metered = metrics::with_local_recorder(&recorder, build);
 
-    c.bench_function("bearer + sha256 + cache hit", |b| {
-        b.to_async(&rt).iter(|| async {
-            let raw = fuzzing::strip_bearer(black_box(header.as_bytes())).unwrap();
-            verifier.verify_bytes(raw).await.unwrap()
-        })
-    });
+    for (name, verifier) in
+        [("bearer + sha256 + cache hit", &verifier), ("... with Prometheus metrics", &metered)]
+    {
+        c.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let raw = fuzzing::strip_bearer(black_box(header.as_bytes())).unwrap();
+                verifier.verify_bytes(raw).await.unwrap()
+            })
+        });
+    }
     c.bench_function("sha256 of the token", |b| b.iter(|| fuzzing::key(black_box(token.as_bytes()))));
     c.bench_function("sha256 of the token (sha2 crate)", |b| {
         use sha2::Digest;

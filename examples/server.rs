@@ -11,7 +11,12 @@
 //! | `AWS_ENDPOINT_URL` | an emulator's endpoint, such as `http://127.0.0.1:4566` |
 //! | `COGNITO_ALLOW_ISSUER` | further accepted `iss` values, comma-separated (emulators with an issuer of their own) |
 //! | `PORT` | port on 127.0.0.1 (default 8080) |
+//! | `RESOURCE_URL` | this API's identifier in its RFC 9728 metadata (default `http://127.0.0.1:{PORT}`) |
 //! | `REDIS_URL` | fleet mode: share verdicts and sign-outs through this Redis (feature `redis`) |
+//!
+//! Routes: `GET /health` (open), `GET /me`, `GET /admin` (group `admin`), `POST /logout`,
+//! `GET /metrics` (Prometheus), `GET /ready` (503 until the signing keys are loaded), and
+//! `GET /.well-known/oauth-protected-resource` (RFC 9728; every 401 and 403 points at it).
 //!
 //! No AWS credentials are read or needed.
 //!
@@ -24,6 +29,7 @@ use std::time::Duration;
 
 use actix_cognito::{CognitoAuth, CognitoUser, Verifier};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, Responder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
 async fn health() -> impl Responder {
@@ -60,6 +66,19 @@ async fn logout(_user: CognitoUser, req: HttpRequest, verifier: web::Data<Verifi
             HttpResponse::ServiceUnavailable().json(json!({ "error": "temporarily_unavailable" }))
         }
         Err(_) => HttpResponse::Unauthorized().json(json!({ "error": "invalid_token" })),
+    }
+}
+
+async fn metrics(prometheus: web::Data<PrometheusHandle>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(prometheus.render())
+}
+
+/// 200 once the verifier can verify tokens, else 503; the JSON report either way.
+async fn ready(verifier: web::Data<Verifier>) -> HttpResponse {
+    let readiness = verifier.readiness();
+    match readiness.ready {
+        true => HttpResponse::Ok().json(&readiness),
+        false => HttpResponse::ServiceUnavailable().json(&readiness),
     }
 }
 
@@ -117,27 +136,41 @@ async fn main() -> std::io::Result<()> {
         Some(p) => p.parse().unwrap_or_else(|_| fail(format!("PORT={p:?} is not a port number"))),
         None => 8080,
     };
+    // The recorder first: the verifier registers its metrics when it is built.
+    let prometheus = PrometheusBuilder::new()
+        .install_recorder()
+        .unwrap_or_else(|e| fail(format!("installing the Prometheus recorder: {e}")));
+    let upkeep = prometheus.clone();
+    actix_web::rt::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
     // One verifier, built once: every worker and every wrapped scope shares its cache.
     let verifier = verifier_from_env();
     // The keys (and, in fleet mode, the invalidation channel) before the first request; on
-    // failure they are fetched when a token needs them.
+    // failure they are fetched in the background, and /ready says 503 until they are loaded.
     if let Err(e) = verifier.hydrate().await {
         tracing::warn!("{e}");
     }
+    let resource = env("RESOURCE_URL").unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+    let metadata = verifier.resource_metadata(resource);
+    let auth = CognitoAuth::new(verifier.clone()).resource_metadata(metadata.url());
     tracing::info!(pool = verifier.user_pool_id(), port, "listening on 127.0.0.1");
     HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(verifier.clone()))
+            .app_data(web::Data::new(prometheus.clone()))
             .route("/health", web::get().to(health))
-            .service(web::resource("/me").wrap(CognitoAuth::new(verifier.clone())).route(web::get().to(me)))
-            .service(
-                web::resource("/logout")
-                    .wrap(CognitoAuth::new(verifier.clone()))
-                    .route(web::post().to(logout)),
-            )
+            .route("/ready", web::get().to(ready))
+            .route("/metrics", web::get().to(metrics))
+            .service(metadata.clone().service())
+            .service(web::resource("/me").wrap(auth.clone()).route(web::get().to(me)))
+            .service(web::resource("/logout").wrap(auth.clone()).route(web::post().to(logout)))
             .service(
                 web::resource("/admin")
-                    .wrap(CognitoAuth::new(verifier.clone()).require_any_group(["admin"]))
+                    .wrap(auth.clone().require_any_group(["admin"]))
                     .route(web::get().to(admin)),
             )
     })

@@ -199,6 +199,11 @@ impl VerdictCache {
         (!entry.flight.revoked()).then_some(entry.principal)
     }
 
+    /// Fresh positive entries held (lags behind by the pending maintenance).
+    pub(crate) fn entry_count(&self) -> u64 {
+        self.fresh.entry_count()
+    }
+
     /// A remembered rejection.
     pub(crate) async fn rejection(&self, key: &TokenKey) -> Option<Rejection> {
         self.negative.as_ref()?.get(key).await

@@ -10,6 +10,7 @@ use http::Uri;
 use crate::error::ConfigError;
 use crate::issuer::Issuers;
 use crate::jwks::JwksSettings;
+use crate::telemetry::Telemetry;
 use crate::token::ClaimPolicy;
 use crate::verifier::Verifier;
 
@@ -54,6 +55,7 @@ pub(crate) struct Settings {
     pub(crate) max_per_second: Option<NonZeroU32>,
     #[cfg(feature = "redis")]
     pub(crate) fleet: Option<crate::fleet::Fleet>,
+    pub(crate) telemetry: Telemetry,
 }
 
 impl VerifierBuilder {
@@ -327,10 +329,11 @@ impl VerifierBuilder {
             max_len: self.max_token_bytes,
         };
         let jwks = self.jwks(&policy.issuers, endpoint.as_ref())?;
+        let telemetry = Telemetry::register();
         #[cfg(feature = "redis")]
         let fleet = match &self.redis {
             Some(settings) => Some(
-                crate::fleet::Fleet::new(settings.clone())
+                crate::fleet::Fleet::new(settings.clone(), &telemetry)
                     .map_err(|reason| ConfigError::InvalidRedisUrl { value: settings.url.clone(), reason })?,
             ),
             None => None,
@@ -338,6 +341,7 @@ impl VerifierBuilder {
         Ok(Verifier::from_settings(Settings {
             #[cfg(feature = "redis")]
             fleet,
+            telemetry,
             policy,
             call: CallSettings {
                 region: region.clone(),

@@ -13,16 +13,17 @@ use crate::user::{CognitoUser, MachineClient, Principal};
 fn principal(req: &HttpRequest) -> Result<Principal, AuthError> {
     match req.extensions().get::<AuthState>() {
         Some(AuthState { principal: Some(p), .. }) => Ok(p.clone()),
-        Some(AuthState { principal: None, realm }) => {
-            Err(AuthError::new(AuthErrorKind::MissingToken, realm.clone()))
+        Some(AuthState { principal: None, params }) => {
+            Err(AuthError::new(AuthErrorKind::MissingToken, params.clone()))
         }
-        None => Err(AuthError::new(AuthErrorKind::MiddlewareMissing, Arc::from("api"))),
+        None => Err(AuthError::new(AuthErrorKind::MiddlewareMissing, Arc::from("realm=\"api\""))),
     }
 }
 
 fn wrong_kind(req: &HttpRequest) -> AuthError {
-    let realm = req.extensions().get::<AuthState>().map_or_else(|| Arc::from("api"), |s| s.realm.clone());
-    AuthError::new(AuthErrorKind::InsufficientScope, realm)
+    let params =
+        req.extensions().get::<AuthState>().map_or_else(|| Arc::from("realm=\"api\""), |s| s.params.clone());
+    AuthError::new(AuthErrorKind::InsufficientScope, params)
 }
 
 /// The user the [`CognitoAuth`](crate::CognitoAuth) middleware verified.

@@ -15,6 +15,7 @@ use redis::AsyncCommands;
 use tokio::sync::OnceCell;
 
 use crate::error::Rejection;
+use crate::telemetry::Telemetry;
 use crate::token::Claims;
 use crate::token::TokenKey;
 use crate::user::{CognitoUser, Profile};
@@ -117,6 +118,8 @@ pub(crate) struct Fleet {
     /// Whether the invalidation channel is subscribed to.
     subscribed: tokio::sync::watch::Sender<bool>,
     put_if_current: redis::Script,
+    errors: metrics::Counter,
+    breaker_open: metrics::Gauge,
     /// When a value that does not belong to its token was last reported, Unix seconds.
     mismatch_reported: AtomicU64,
 }
@@ -141,7 +144,7 @@ fn unhex(s: &str) -> Option<TokenKey> {
 }
 
 impl Fleet {
-    pub(crate) fn new(settings: FleetSettings) -> Result<Self, String> {
+    pub(crate) fn new(settings: FleetSettings, telemetry: &Telemetry) -> Result<Self, String> {
         let client = redis::Client::open(settings.url.as_str()).map_err(|e| e.to_string())?;
         Ok(Fleet {
             settings,
@@ -151,6 +154,8 @@ impl Fleet {
             listening: AtomicBool::new(false),
             subscribed: tokio::sync::watch::Sender::new(false),
             put_if_current: redis::Script::new(PUT_IF_CURRENT),
+            errors: telemetry.redis_errors.clone(),
+            breaker_open: telemetry.redis_breaker_open.clone(),
             mismatch_reported: AtomicU64::new(0),
         })
     }
@@ -172,6 +177,8 @@ impl Fleet {
     }
 
     fn trip(&self, what: &str, error: &dyn std::fmt::Display) {
+        self.errors.increment(1);
+        self.breaker_open.set(1.0);
         tracing::warn!(what, %error, breaker_secs = self.settings.breaker.as_secs(), "Redis failed; using the local cache and Cognito only");
         *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Instant::now() + self.settings.breaker);
@@ -183,6 +190,7 @@ impl Fleet {
             if Instant::now() < until {
                 return None;
             }
+            self.breaker_open.set(0.0);
         }
         let connect = self.conn.get_or_try_init(|| async {
             let config = redis::aio::ConnectionManagerConfig::new()
@@ -414,6 +422,11 @@ impl Fleet {
             }
         })
         .await;
+    }
+
+    /// Whether the breaker is open now (Redis skipped after a failure).
+    pub(crate) fn breaker_open(&self) -> bool {
+        self.down_until.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| Instant::now() < t)
     }
 
     /// Waits, at most `limit`, until the invalidation channel is subscribed to.

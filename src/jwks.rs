@@ -40,11 +40,13 @@ pub(crate) struct KeySet {
     /// When the keys were last fetched successfully, Unix seconds (`i64::MIN`: never).
     fetched_at: AtomicI64,
     fetches: AtomicU64,
+    fetched: metrics::Counter,
 }
 
 impl KeySet {
-    pub(crate) fn new(settings: JwksSettings) -> Self {
+    pub(crate) fn new(settings: JwksSettings, fetched: metrics::Counter) -> Self {
         KeySet {
+            fetched,
             http: https_client(),
             settings,
             keys: RwLock::default(),
@@ -62,7 +64,7 @@ impl KeySet {
         self.fetches.load(Relaxed)
     }
 
-    fn key_count(&self) -> usize {
+    pub(crate) fn key_count(&self) -> usize {
         self.keys.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
@@ -143,9 +145,21 @@ impl KeySet {
         }
     }
 
+    /// Fetches the keys unless some are known (one fetch at a time, shared with the refreshes);
+    /// returns how many are known.
+    pub(crate) async fn load(&self) -> Result<usize, String> {
+        let mut last = self.refresh.lock().await;
+        if self.key_count() > 0 {
+            return Ok(self.key_count());
+        }
+        *last = Some(Instant::now());
+        self.fetch().await
+    }
+
     /// Fetches the keys now, replacing the known ones; returns how many RS256 keys it found.
     pub(crate) async fn fetch(&self) -> Result<usize, String> {
         self.fetches.fetch_add(1, Relaxed);
+        self.fetched.increment(1);
         // A key published after this instant may be missing from the answer.
         let started = crate::token::unix_now();
         let uri: http::Uri = self.settings.url.parse().map_err(|e| format!("bad JWKS URL: {e}"))?;

@@ -21,6 +21,8 @@ mod guard;
 mod issuer;
 mod jwks;
 mod middleware;
+mod ops;
+mod telemetry;
 mod token;
 mod user;
 mod verifier;
@@ -77,6 +79,7 @@ pub use cache::Stats;
 pub use config::VerifierBuilder;
 pub use error::{ConfigError, Rejection, Unavailable, UnavailableKind, VerifyError};
 pub use middleware::{AuthError, AuthErrorKind, CognitoAuth};
+pub use ops::{Readiness, RedisState, ResourceMetadata, RESOURCE_METADATA_PATH};
 pub use user::{Attributes, CognitoUser, MachineClient, Names, Principal};
 pub use verifier::Verifier;
 

@@ -48,6 +48,10 @@ impl Requirement {
 #[derive(Clone)]
 struct AuthConfig {
     realm: Arc<str>,
+    resource_metadata: Option<String>,
+    /// The parameters of every `WWW-Authenticate` challenge: the realm, and the resource
+    /// metadata URL when set.
+    params: Arc<str>,
     optional: bool,
     machines: bool,
     cookie: Option<String>,
@@ -131,6 +135,8 @@ impl CognitoAuth {
             verifier,
             config: AuthConfig {
                 realm: Arc::from("api"),
+                resource_metadata: None,
+                params: Arc::from("realm=\"api\""),
                 optional: false,
                 machines: false,
                 cookie: None,
@@ -156,6 +162,24 @@ impl CognitoAuth {
                 .mistake(format!("realm {realm:?} must be non-empty printable ASCII without '\"' or '\\'"));
         }
         self.config.realm = Arc::from(realm);
+        self.config.render_params();
+        self
+    }
+
+    /// Adds `resource_metadata="{url}"` (RFC 9728) to the `WWW-Authenticate` challenge of every
+    /// 401 and 403, so that clients can discover the authorization server: the URL where
+    /// [`ResourceMetadata::service`](crate::ResourceMetadata::service) serves the document
+    /// ([`ResourceMetadata::url`](crate::ResourceMetadata::url)).
+    pub fn resource_metadata(mut self, url: impl Into<String>) -> Self {
+        let url = url.into();
+        let absolute = url.parse::<http::Uri>().is_ok_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+        });
+        if !absolute || url.contains('"') || url.contains('\\') {
+            return self.mistake(format!("resource_metadata {url:?} must be an absolute http(s) URL"));
+        }
+        self.config.resource_metadata = Some(url);
+        self.config.render_params();
         self
     }
 
@@ -282,11 +306,22 @@ pub struct CognitoAuthService<S> {
     state: Rc<(Verifier, AuthConfig)>,
 }
 
+impl AuthConfig {
+    fn render_params(&mut self) {
+        let mut params = format!("realm=\"{}\"", self.realm);
+        if let Some(url) = &self.resource_metadata {
+            params.push_str(&format!(", resource_metadata=\"{url}\""));
+        }
+        self.params = Arc::from(params);
+    }
+}
+
 /// What the middleware leaves in the request's extensions for the extractors.
 #[derive(Clone)]
 pub(crate) struct AuthState {
     pub(crate) principal: Option<Principal>,
-    pub(crate) realm: Arc<str>,
+    /// The challenge parameters, for the extractors' refusals.
+    pub(crate) params: Arc<str>,
 }
 
 impl<S, B> Service<ServiceRequest> for CognitoAuthService<S>
@@ -307,7 +342,7 @@ where
             let (verifier, config) = &*state;
             match authenticate(verifier, config, &req).await {
                 Ok(principal) => {
-                    req.extensions_mut().insert(AuthState { principal, realm: config.realm.clone() });
+                    req.extensions_mut().insert(AuthState { principal, params: config.params.clone() });
                     service.call(req).await.map(ServiceResponse::map_into_left_body)
                 }
                 Err(err) => {
@@ -362,7 +397,7 @@ async fn authenticate(
     config: &AuthConfig,
     req: &ServiceRequest,
 ) -> Result<Option<Principal>, AuthError> {
-    let fail = |kind| AuthError { kind, realm: config.realm.clone(), required_scopes: None };
+    let fail = |kind| AuthError { kind, params: config.params.clone(), required_scopes: None };
     let token = match find_token(req, config).map_err(fail)? {
         Some(token) => token,
         None if config.optional => return Ok(None),
@@ -412,7 +447,7 @@ async fn authenticate(
 #[derive(Debug)]
 pub struct AuthError {
     kind: AuthErrorKind,
-    realm: Arc<str>,
+    params: Arc<str>,
     required_scopes: Option<String>,
 }
 
@@ -435,8 +470,8 @@ pub enum AuthErrorKind {
 }
 
 impl AuthError {
-    pub(crate) fn new(kind: AuthErrorKind, realm: Arc<str>) -> Self {
-        AuthError { kind, realm, required_scopes: None }
+    pub(crate) fn new(kind: AuthErrorKind, params: Arc<str>) -> Self {
+        AuthError { kind, params, required_scopes: None }
     }
 
     /// Why the request was refused.
@@ -470,7 +505,7 @@ impl AuthError {
 
     /// The `WWW-Authenticate` and `Retry-After` headers of the answer.
     pub fn add_headers(&self, headers: &mut HeaderMap) {
-        let mut challenge = format!("Bearer realm=\"{}\"", self.realm);
+        let mut challenge = format!("Bearer {}", self.params);
         match &self.kind {
             AuthErrorKind::MissingToken => {}
             AuthErrorKind::InvalidRequest(_)

@@ -1,8 +1,9 @@
 //! The verifier: cache, local checks, signature, then Cognito.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::cache::{Counters, Flight, Loaded, Outcome, Stats, Target, VerdictCache};
 use crate::cognito::Cognito;
@@ -12,6 +13,8 @@ use crate::error::{Rejection, Unavailable, UnavailableKind, VerifyError};
 use crate::fleet::{unix_ms, Fleet, Message, Shared};
 use crate::guard::QuotaGuard;
 use crate::jwks::KeySet;
+use crate::ops::{Readiness, RedisState, ResourceMetadata};
+use crate::telemetry::Telemetry;
 use crate::token::{self, ClaimPolicy, Claims, TokenKey};
 use crate::user::{CognitoUser, MachineClient, Principal, Profile};
 
@@ -51,6 +54,13 @@ struct Inner {
     scope_hint_logged: AtomicI64,
     /// The issuer origins already reported as unexpected (under an endpoint override).
     issuers_reported: Mutex<HashSet<String>>,
+    telemetry: Telemetry,
+    /// When Cognito last answered `GetUser` (a user or a rejection), Unix ms (`i64::MIN`: never).
+    get_user_answered: AtomicI64,
+    /// When a `GetUser` call last failed (no answer, a 5xx, throttling), Unix ms.
+    get_user_failed: AtomicI64,
+    /// Whether a task is fetching the keys until it has them.
+    loading_keys: AtomicBool,
 }
 
 /// The most distinct unexpected issuer origins reported.
@@ -97,8 +107,12 @@ impl Verifier {
     pub(crate) fn from_settings(s: Settings) -> Self {
         let verifier = Verifier(Arc::new(Inner {
             cognito: Cognito::new(&s.call),
-            keys: s.jwks.map(KeySet::new),
+            keys: s.jwks.map(|j| KeySet::new(j, s.telemetry.jwks_fetches.clone())),
             guard: QuotaGuard::new(s.max_in_flight, s.max_per_second, s.call.retry_after),
+            telemetry: s.telemetry,
+            get_user_answered: AtomicI64::new(i64::MIN),
+            get_user_failed: AtomicI64::new(i64::MIN),
+            loading_keys: AtomicBool::new(false),
             #[cfg(feature = "redis")]
             fleet: s.fleet,
             cache: VerdictCache::new(s.cache),
@@ -165,11 +179,75 @@ impl Verifier {
             }
         }
         match &self.0.keys {
-            Some(keys) => {
-                keys.fetch().await.map_err(|e| format!("fetching the JWKS from {}: {e}", keys.url()))
-            }
+            Some(keys) => keys.fetch().await.map_err(|e| {
+                self.load_keys_in_background();
+                format!("fetching the JWKS from {}: {e}", keys.url())
+            }),
             None => Ok(0),
         }
+    }
+
+    /// Until the keys are loaded, fetches them every 2 s (one task per verifier, ended when it
+    /// has them or when the verifier is dropped), so that readiness does not wait for a request.
+    fn load_keys_in_background(&self) {
+        if self.0.keys.is_none()
+            || tokio::runtime::Handle::try_current().is_err()
+            || self.0.loading_keys.swap(true, Relaxed)
+        {
+            return;
+        }
+        let weak = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let Some(keys) = &inner.keys else { return };
+                if keys.load().await.is_ok() {
+                    inner.loading_keys.store(false, Relaxed);
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Whether this instance can verify tokens, and how its upstreams were doing.
+    ///
+    /// Ready once the pool's signing keys are loaded (always, without the signature check).
+    /// Until then, the keys are fetched in the background every 2 s. An outage of Cognito or
+    /// of the JWKS endpoint after that does **not** make an instance unready: cached users still
+    /// pass, and a fleet of unready instances would be a total outage. The time since the last
+    /// `GetUser` answer and failure is there for alerts.
+    pub fn readiness(&self) -> Readiness {
+        let inner = &*self.0;
+        let keys = inner.keys.as_ref().map_or(0, KeySet::key_count);
+        let ready = inner.keys.is_none() || keys > 0;
+        if !ready {
+            self.load_keys_in_background();
+        }
+        let since = |at: &AtomicI64| {
+            let at = at.load(Relaxed);
+            (at != i64::MIN).then(|| Duration::from_millis(token::unix_ms().saturating_sub(at).max(0) as u64))
+        };
+        #[cfg(feature = "redis")]
+        let redis =
+            inner.fleet.as_ref().map(|f| if f.breaker_open() { RedisState::Down } else { RedisState::Up });
+        #[cfg(not(feature = "redis"))]
+        let redis = None::<RedisState>;
+        Readiness {
+            ready,
+            reason: (!ready).then_some("the user pool's signing keys are not loaded yet"),
+            signing_keys: keys,
+            since_get_user_answer: since(&inner.get_user_answered),
+            since_get_user_failure: since(&inner.get_user_failed),
+            redis,
+        }
+    }
+
+    /// The OAuth 2.0 Protected Resource Metadata (RFC 9728) of an API at `resource` (its URL,
+    /// such as `https://api.example.com`) that this verifier protects: the user pool is its
+    /// authorization server. Serve it with [`ResourceMetadata::service`].
+    pub fn resource_metadata(&self, resource: impl Into<String>) -> ResourceMetadata {
+        ResourceMetadata::new(resource.into(), vec![self.0.policy.issuers.exact[0].clone()])
     }
 
     /// Verifies a user's access token (without any `Bearer ` prefix).
@@ -218,20 +296,23 @@ impl Verifier {
         let inner = &*self.0;
         let counters = &inner.cache.counters;
         if token.len() > inner.policy.max_len {
-            counters.reject(Rejection::TooLarge);
-            return (Err(Rejection::TooLarge.into()), false);
+            return (self.counted(Err(Rejection::TooLarge.into())), false);
         }
         if inner.cache.enabled() {
             let key = token::key(token);
             if let Some(principal) = inner.cache.get(&key).await {
+                inner.telemetry.local_hits.increment(1);
                 if machines || matches!(principal, Principal::User(_)) {
                     Counters::bump(&counters.hits);
-                    return (Ok(principal), true);
+                    let verdict = Ok(principal);
+                    inner.telemetry.verdict(&verdict);
+                    return (verdict, true);
                 }
-                counters.reject(Rejection::MachineToken);
-                return (Err(Rejection::MachineToken.into()), true);
+                return (self.counted(Err(Rejection::MachineToken.into())), true);
             }
+            inner.telemetry.local_misses.increment(1);
             let verdict = Box::pin(self.verify_miss(Some(key), token, machines)).await;
+            inner.telemetry.entries.set(inner.cache.entry_count() as f64);
             return (self.counted(verdict), false);
         }
         (self.counted(Box::pin(self.verify_miss(None, token, machines)).await), false)
@@ -240,6 +321,7 @@ impl Verifier {
     /// Counts a verdict that the cache did not give.
     fn counted(&self, verdict: Result<Principal, VerifyError>) -> Result<Principal, VerifyError> {
         let counters = &self.0.cache.counters;
+        self.0.telemetry.verdict(&verdict);
         match &verdict {
             Ok(_) => {}
             Err(VerifyError::Rejected(r)) => counters.reject(*r),
@@ -376,9 +458,19 @@ impl Verifier {
         // The local checks admitted only base64url and dots.
         let token = std::str::from_utf8(token).map_err(|_| VerifyError::Rejected(Rejection::Malformed))?;
         let verdict = async {
-            let _permit = inner.guard.admit()?;
+            let _permit = inner.guard.admit().inspect_err(|_| inner.telemetry.quota_refusals.increment(1))?;
             Counters::bump(&inner.cache.counters.get_user_calls);
-            let answer = inner.cognito.get_user(token).await?;
+            inner.telemetry.get_user_calls.increment(1);
+            let started = Instant::now();
+            let answer = inner.cognito.get_user(token).await;
+            inner.telemetry.get_user_took(started.elapsed());
+            let at = if answer.as_ref().is_err_and(VerifyError::is_unavailable) {
+                &inner.get_user_failed
+            } else {
+                &inner.get_user_answered
+            };
+            at.store(token::unix_ms(), Relaxed);
+            let answer = answer?;
             let attributes = answer.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let profile = inner.cache.intern(Profile::new(&answer.username, &claims.sub, attributes));
             Ok(Principal::User(CognitoUser::new(profile, claims)))
@@ -405,7 +497,10 @@ impl Verifier {
     ) -> Result<Loaded, Option<String>> {
         let inner = &*self.0;
         self.listen();
-        match fleet.get(key, claims).await {
+        let (shared, generation) = fleet.get(key, claims).await;
+        let telemetry = &inner.telemetry;
+        (if shared.is_some() { &telemetry.redis_hits } else { &telemetry.redis_misses }).increment(1);
+        match (shared, generation) {
             (Some(Shared::User(profile, until_ms)), _) => {
                 Counters::bump(&inner.cache.counters.shared_hits);
                 let user = CognitoUser::new(inner.cache.intern(profile), claims);
