@@ -465,10 +465,10 @@ impl VerifierBuilder {
     /// Cognito's two issuer forms, in the region's partition; an emulator's; `allow_issuer`'s.
     fn issuers(&self, region: &str, endpoint: Option<&Uri>) -> Issuers {
         let pool = &self.user_pool_id;
-        let suffix = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
+        let host = cognito_origin(region);
         let mut issuers = Issuers::new(vec![
-            format!("https://cognito-idp.{region}.{suffix}/{pool}"),
-            format!("https://issuer-cognito-idp.{region}.{suffix}/{pool}"),
+            format!("{host}/{pool}"),
+            format!("{}/{pool}", host.replacen("https://cognito-idp.", "https://issuer-cognito-idp.", 1)),
         ]);
         if let Some(endpoint) = endpoint {
             issuers.add_emulator(endpoint, &[pool]);
@@ -498,6 +498,29 @@ impl VerifierBuilder {
             retry_after: self.retry_after,
         }))
     }
+}
+
+/// `https://cognito-idp.{region}.{the partition's DNS suffix}`, from the SDK's own endpoint rules
+/// and partition data (aws, aws-cn, aws-us-gov, aws-eusc, the ISO partitions, and any it adds).
+/// Never the FIPS or dual-stack endpoint: tokens name the plain one whatever endpoint is called.
+fn cognito_origin(region: &str) -> String {
+    use std::future::Future as _;
+    use std::task::{Context, Poll, Waker};
+
+    use aws_sdk_cognitoidentityprovider::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+
+    let resolved = Params::builder().region(region).use_fips(false).use_dual_stack(false).build().ok().and_then(
+        |params| {
+            let resolver = DefaultResolver::new();
+            // The rules run synchronously: the future is ready when first polled.
+            let mut future = std::pin::pin!(resolver.resolve_endpoint(&params));
+            match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(Ok(endpoint)) => Some(endpoint.url().trim_end_matches('/').to_owned()),
+                _ => None,
+            }
+        },
+    );
+    resolved.unwrap_or_else(|| format!("https://cognito-idp.{region}.amazonaws.com"))
 }
 
 /// The region a pool id such as `eu-west-1_AbC123` names, or what is wrong with it.
@@ -667,6 +690,36 @@ mod tests {
     async fn an_endpoint_override_also_accepts_the_emulator_issuers() {
         let v = builder("us-east-1_Abc").endpoint_url("http://127.0.0.1:4566/").build().unwrap();
         assert_eq!(&v.issuers()[2..], ["http://127.0.0.1:4566/us-east-1_Abc"]);
+    }
+
+    #[test]
+    fn issuers_follow_the_partition_of_the_region() {
+        for (region, suffix) in [
+            ("eu-west-1", "amazonaws.com"),
+            ("us-east-1", "amazonaws.com"),
+            ("cn-northwest-1", "amazonaws.com.cn"),
+            ("us-gov-west-1", "amazonaws.com"),
+            ("eusc-de-east-1", "amazonaws.eu"),
+            ("us-iso-east-1", "c2s.ic.gov"),
+            ("us-isob-east-1", "sc2s.sgov.gov"),
+            ("eu-isoe-west-1", "cloud.adc-e.uk"),
+            ("us-isof-south-1", "csp.hci.ic.gov"),
+        ] {
+            let pool = format!("{region}_Abc");
+            let v = builder(&pool).build().unwrap();
+            assert_eq!(
+                v.issuers(),
+                [
+                    format!("https://cognito-idp.{region}.{suffix}/{pool}"),
+                    format!("https://issuer-cognito-idp.{region}.{suffix}/{pool}"),
+                ],
+                "{region}"
+            );
+            assert_eq!(
+                v.jwks_url(),
+                Some(format!("https://cognito-idp.{region}.{suffix}/{pool}/.well-known/jwks.json").as_str())
+            );
+        }
     }
 
     #[tokio::test]
