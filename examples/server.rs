@@ -27,8 +27,8 @@
 
 use std::time::Duration;
 
-use actix_cognito::{CognitoAuth, CognitoUser, Verifier};
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, Responder};
+use actix_cognito::{BearerToken, CognitoAuth, CognitoUser, Verifier};
+use actix_web::{web, App, HttpResponse, HttpServer, Responder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
@@ -43,6 +43,7 @@ async fn me(user: CognitoUser) -> impl Responder {
         "attributes": user.attributes(),
         "groups": user.groups(),
         "scopes": user.scopes(),
+        "claims": user.claims(),
     }))
 }
 
@@ -53,14 +54,8 @@ async fn admin(user: CognitoUser) -> impl Responder {
 /// Signs the user out of every device (Cognito `GlobalSignOut`, authorized by the presented
 /// token) and drops their verdicts everywhere: the same token is refused at once, on every
 /// instance in fleet mode.
-async fn logout(_user: CognitoUser, req: HttpRequest, verifier: web::Data<Verifier>) -> HttpResponse {
-    let token = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.get(7..))
-        .unwrap_or_default();
-    match verifier.global_sign_out(token).await {
+async fn logout(token: BearerToken, verifier: web::Data<Verifier>) -> HttpResponse {
+    match verifier.global_sign_out(token.as_str()).await {
         Ok(()) => HttpResponse::NoContent().finish(),
         Err(e) if e.is_unavailable() => {
             HttpResponse::ServiceUnavailable().json(json!({ "error": "temporarily_unavailable" }))

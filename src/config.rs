@@ -509,17 +509,18 @@ fn cognito_origin(region: &str) -> String {
 
     use aws_sdk_cognitoidentityprovider::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 
-    let resolved = Params::builder().region(region).use_fips(false).use_dual_stack(false).build().ok().and_then(
-        |params| {
-            let resolver = DefaultResolver::new();
-            // The rules run synchronously: the future is ready when first polled.
-            let mut future = std::pin::pin!(resolver.resolve_endpoint(&params));
-            match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-                Poll::Ready(Ok(endpoint)) => Some(endpoint.url().trim_end_matches('/').to_owned()),
-                _ => None,
-            }
-        },
-    );
+    let resolved =
+        Params::builder().region(region).use_fips(false).use_dual_stack(false).build().ok().and_then(
+            |params| {
+                let resolver = DefaultResolver::new();
+                // The rules run synchronously: the future is ready when first polled.
+                let mut future = std::pin::pin!(resolver.resolve_endpoint(&params));
+                match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(Ok(endpoint)) => Some(endpoint.url().trim_end_matches('/').to_owned()),
+                    _ => None,
+                }
+            },
+        );
     resolved.unwrap_or_else(|| format!("https://cognito-idp.{region}.amazonaws.com"))
 }
 

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 
-use crate::middleware::{AuthError, AuthErrorKind, AuthState};
+use crate::middleware::{find_token, AuthError, AuthErrorKind, AuthState};
 use crate::user::{CognitoUser, MachineClient, Principal};
 
 /// The principal the middleware left, or why there is none.
 fn principal(req: &HttpRequest) -> Result<Principal, AuthError> {
     match req.extensions().get::<AuthState>() {
         Some(AuthState { principal: Some(p), .. }) => Ok(p.clone()),
-        Some(AuthState { principal: None, params }) => {
+        Some(AuthState { principal: None, params, .. }) => {
             Err(AuthError::new(AuthErrorKind::MissingToken, params.clone()))
         }
         None => Err(AuthError::new(AuthErrorKind::MiddlewareMissing, Arc::from("realm=\"api\""))),
@@ -67,5 +67,43 @@ impl FromRequest for Principal {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(principal(req))
+    }
+}
+
+/// The bearer token the [`CognitoAuth`](crate::CognitoAuth) middleware verified on this request,
+/// for calls made on the user's behalf (`GlobalSignOut`, a downstream API).
+///
+/// A secret: its `Debug` prints `[redacted]`, and it is read from the request again rather than
+/// kept anywhere. Without a verified principal (no middleware, or an anonymous request in
+/// optional mode) the extractor refuses as `CognitoUser` does.
+#[derive(Clone)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    /// The token, without the `Bearer ` prefix.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken([redacted])")
+    }
+}
+
+impl FromRequest for BearerToken {
+    type Error = AuthError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(principal(req).and_then(|_| {
+            let source = req.extensions().get::<AuthState>().map(|s| s.source.clone()).unwrap_or_default();
+            match find_token(req, &source) {
+                // The middleware verified these very bytes: base64url and dots.
+                Ok(Some(token)) => Ok(BearerToken(String::from_utf8_lossy(&token).into_owned())),
+                _ => Err(AuthError::new(AuthErrorKind::MissingToken, Arc::from("realm=\"api\""))),
+            }
+        }))
     }
 }

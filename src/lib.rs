@@ -78,6 +78,7 @@ pub mod fuzzing {
 pub use cache::Stats;
 pub use config::VerifierBuilder;
 pub use error::{ConfigError, Rejection, Unavailable, UnavailableKind, VerifyError};
+pub use extract::BearerToken;
 pub use middleware::{AuthError, AuthErrorKind, CognitoAuth};
 pub use ops::{Readiness, RedisState, ResourceMetadata, RESOURCE_METADATA_PATH};
 pub use user::{Attributes, CognitoUser, MachineClient, Names, Principal};

@@ -21,6 +21,14 @@ use crate::user::Principal;
 use crate::verifier::Verifier;
 
 type ErrorHandler = Arc<dyn Fn(&AuthError, &HttpRequest) -> HttpResponse + Send + Sync>;
+type Predicate = Arc<dyn Fn(&Principal) -> bool + Send + Sync>;
+
+/// Where a route reads its token besides `Authorization: Bearer`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TokenSource {
+    cookie: Option<String>,
+    header: Option<HeaderName>,
+}
 
 /// Which groups or scopes a route demands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,10 +62,10 @@ struct AuthConfig {
     params: Arc<str>,
     optional: bool,
     machines: bool,
-    cookie: Option<String>,
-    header: Option<HeaderName>,
+    source: Arc<TokenSource>,
     groups: Option<Requirement>,
     scopes: Option<Requirement>,
+    predicates: Vec<Predicate>,
     error_handler: Option<ErrorHandler>,
     /// The first configuration mistake, reported when the app starts.
     mistake: Option<String>,
@@ -139,10 +147,10 @@ impl CognitoAuth {
                 params: Arc::from("realm=\"api\""),
                 optional: false,
                 machines: false,
-                cookie: None,
-                header: None,
+                source: Arc::default(),
                 groups: None,
                 scopes: None,
+                predicates: Vec::new(),
                 error_handler: None,
                 mistake: None,
             },
@@ -207,7 +215,7 @@ impl CognitoAuth {
 
     /// Also reads the token from this cookie when there is no `Authorization` header.
     pub fn token_from_cookie(mut self, name: impl Into<String>) -> Self {
-        self.config.cookie = Some(name.into());
+        Arc::make_mut(&mut self.config.source).cookie = Some(name.into());
         self
     }
 
@@ -215,13 +223,13 @@ impl CognitoAuth {
     /// `Authorization` header.
     pub fn token_from_header(mut self, name: &str) -> Self {
         match HeaderName::try_from(name) {
-            Ok(h) if h != header::AUTHORIZATION => self.config.header = Some(h),
+            Ok(h) if h != header::AUTHORIZATION => Arc::make_mut(&mut self.config.source).header = Some(h),
             _ => return self.mistake(format!("token_from_header: {name:?} is not a usable header name")),
         }
         self
     }
 
-    fn require(self, kind: &'static str, wants: Vec<String>, all: bool) -> Self {
+    fn require_names(self, kind: &'static str, wants: Vec<String>, all: bool) -> Self {
         if wants.is_empty() || wants.iter().any(String::is_empty) {
             return self.mistake(format!("require_*_{kind}: give at least one non-empty name"));
         }
@@ -244,24 +252,40 @@ impl CognitoAuth {
     /// ([`Verifier::global_sign_out`](crate::Verifier::global_sign_out), or Cognito's
     /// `AdminUserGlobalSignOut` followed by [`Verifier::invalidate_user`](crate::Verifier::invalidate_user)).
     pub fn require_any_group<I: IntoIterator<Item = S>, S: Into<String>>(self, groups: I) -> Self {
-        self.require("groups", groups.into_iter().map(Into::into).collect(), false)
+        self.require_names("groups", groups.into_iter().map(Into::into).collect(), false)
     }
 
     /// Requires the user to be in every one of these groups, else 403. Groups are those of the
     /// token as issued; see [`require_any_group`](Self::require_any_group) for what that means
     /// after a group change.
     pub fn require_all_groups<I: IntoIterator<Item = S>, S: Into<String>>(self, groups: I) -> Self {
-        self.require("groups", groups.into_iter().map(Into::into).collect(), true)
+        self.require_names("groups", groups.into_iter().map(Into::into).collect(), true)
     }
 
     /// Requires the token to carry at least one of these scopes, else 403.
     pub fn require_any_scope<I: IntoIterator<Item = S>, S: Into<String>>(self, scopes: I) -> Self {
-        self.require("scopes", scopes.into_iter().map(Into::into).collect(), false)
+        self.require_names("scopes", scopes.into_iter().map(Into::into).collect(), false)
     }
 
     /// Requires the token to carry every one of these scopes, else 403.
     pub fn require_all_scopes<I: IntoIterator<Item = S>, S: Into<String>>(self, scopes: I) -> Self {
-        self.require("scopes", scopes.into_iter().map(Into::into).collect(), true)
+        self.require_names("scopes", scopes.into_iter().map(Into::into).collect(), true)
+    }
+
+    /// Requires the principal to satisfy `predicate` (over any claim, attribute, group or
+    /// scope), else 403 `insufficient_scope`. Several `require`s must all hold; they run after
+    /// the group and scope requirements.
+    ///
+    /// ```no_run
+    /// # let verifier: actix_cognito::Verifier = unimplemented!();
+    /// use actix_cognito::CognitoAuth;
+    /// // A claim added by a pre-token-generation trigger.
+    /// let auth = CognitoAuth::new(verifier)
+    ///     .require(|p| p.claim::<String>("tenant_tier").as_deref() == Some("gold"));
+    /// ```
+    pub fn require(mut self, predicate: impl Fn(&Principal) -> bool + Send + Sync + 'static) -> Self {
+        self.config.predicates.push(Arc::new(predicate));
+        self
     }
 
     /// Replaces the response to a refused request. The status and body are the handler's; the
@@ -322,6 +346,8 @@ pub(crate) struct AuthState {
     pub(crate) principal: Option<Principal>,
     /// The challenge parameters, for the extractors' refusals.
     pub(crate) params: Arc<str>,
+    /// Where the token was read from, for the [`BearerToken`](crate::BearerToken) extractor.
+    pub(crate) source: Arc<TokenSource>,
 }
 
 impl<S, B> Service<ServiceRequest> for CognitoAuthService<S>
@@ -342,7 +368,11 @@ where
             let (verifier, config) = &*state;
             match authenticate(verifier, config, &req).await {
                 Ok(principal) => {
-                    req.extensions_mut().insert(AuthState { principal, params: config.params.clone() });
+                    req.extensions_mut().insert(AuthState {
+                        principal,
+                        params: config.params.clone(),
+                        source: config.source.clone(),
+                    });
                     service.call(req).await.map(ServiceResponse::map_into_left_body)
                 }
                 Err(err) => {
@@ -362,9 +392,9 @@ where
 }
 
 /// The token of a request: `Authorization: Bearer`, else the configured cookie or header.
-fn find_token<'r>(
-    req: &'r ServiceRequest,
-    config: &AuthConfig,
+pub(crate) fn find_token<'r>(
+    req: &'r HttpRequest,
+    config: &TokenSource,
 ) -> Result<Option<Cow<'r, [u8]>>, AuthErrorKind> {
     let mut values = req.headers().get_all(header::AUTHORIZATION);
     match (values.next(), values.next()) {
@@ -398,7 +428,7 @@ async fn authenticate(
     req: &ServiceRequest,
 ) -> Result<Option<Principal>, AuthError> {
     let fail = |kind| AuthError { kind, params: config.params.clone(), required_scopes: None };
-    let token = match find_token(req, config).map_err(fail)? {
+    let token = match find_token(req.request(), &config.source).map_err(fail)? {
         Some(token) => token,
         None if config.optional => return Ok(None),
         None => return Err(fail(AuthErrorKind::MissingToken)),
@@ -439,6 +469,9 @@ async fn authenticate(
             err.required_scopes = Some(scopes.names().join(" "));
             return Err(err);
         }
+    }
+    if !config.predicates.iter().all(|p| p(&principal)) {
+        return Err(fail(AuthErrorKind::InsufficientScope));
     }
     Ok(Some(principal))
 }

@@ -55,6 +55,9 @@ pub(crate) struct Claims {
     /// The header's key id; not a claim, but read with them.
     #[serde(skip)]
     pub(crate) kid: Option<String>,
+    /// Every claim, as the token's JSON payload.
+    #[serde(skip)]
+    pub(crate) json: Box<str>,
     pub(crate) token_use: String,
     pub(crate) iss: String,
     #[serde(default)]
@@ -124,6 +127,8 @@ pub(crate) fn parse(token: &[u8], max_len: usize) -> Result<Claims, Rejection> {
     let payload = decode_segment(payload)?;
     let mut claims: Claims = serde_json::from_slice(&payload).map_err(|_| Rejection::Malformed)?;
     claims.kid = header.kid;
+    // The payload parsed as JSON, so it is UTF-8.
+    claims.json = String::from_utf8(payload).map_err(|_| Rejection::Malformed)?.into_boxed_str();
     Ok(claims)
 }
 

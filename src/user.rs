@@ -214,6 +214,8 @@ const FIXED: usize = 3;
 
 struct Inner {
     profile: Arc<Profile>,
+    /// Every claim of the token, as its JSON payload.
+    claims: Box<str>,
     /// The token's claims: client id, jti, origin_jti, scopes, groups.
     text: Box<str>,
     spans: Box<[Span]>,
@@ -238,6 +240,7 @@ impl CognitoUser {
         let (text, spans) = b.finish();
         CognitoUser(Arc::new(Inner {
             profile,
+            claims: claims.json.clone(),
             text,
             spans,
             scopes: scopes.min(u16::MAX as usize) as u16,
@@ -390,10 +393,31 @@ impl CognitoUser {
         self.0.has_jti.then(|| self.span(JTI))
     }
 
+    /// Every claim of the token, as a JSON object: the standard ones and those a
+    /// pre-token-generation trigger added. Parsed on each call.
+    pub fn claims(&self) -> serde_json::Value {
+        parse_claims(&self.0.claims)
+    }
+
+    /// One claim of the token, as `T` (a string, a number, a list, a map...): `None` when the
+    /// token lacks it or it is not a `T`. Parsed on each call.
+    pub fn claim<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        claim_of(&self.0.claims, name)
+    }
+
     /// The id shared by every token of one sign-in (`origin_jti`); revoked together.
     pub fn origin_jti(&self) -> Option<&str> {
         self.0.has_origin_jti.then(|| self.span(ORIGIN_JTI))
     }
+}
+
+fn parse_claims(json: &str) -> serde_json::Value {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+fn claim_of<T: serde::de::DeserializeOwned>(json: &str, name: &str) -> Option<T> {
+    let mut claims: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).ok()?;
+    serde_json::from_value(claims.remove(name)?).ok()
 }
 
 fn unix_time(secs: i64) -> SystemTime {
@@ -425,6 +449,8 @@ impl fmt::Debug for CognitoUser {
 pub struct MachineClient(Arc<MachineInner>);
 
 struct MachineInner {
+    /// Every claim of the token, as its JSON payload.
+    claims: Box<str>,
     /// `client_id`, `jti`, then the scopes.
     text: Box<str>,
     spans: Box<[Span]>,
@@ -439,7 +465,13 @@ impl MachineClient {
         b.push(claims.jti.as_deref().unwrap_or_default());
         claims.scopes().for_each(|s| b.push(s));
         let (text, spans) = b.finish();
-        MachineClient(Arc::new(MachineInner { text, spans, has_jti: claims.jti.is_some(), exp: claims.exp }))
+        MachineClient(Arc::new(MachineInner {
+            claims: claims.json.clone(),
+            text,
+            spans,
+            has_jti: claims.jti.is_some(),
+            exp: claims.exp,
+        }))
     }
 
     fn span(&self, i: usize) -> &str {
@@ -470,6 +502,16 @@ impl MachineClient {
     /// The token's unique id (`jti`).
     pub fn jti(&self) -> Option<&str> {
         self.0.has_jti.then(|| self.span(1))
+    }
+
+    /// Every claim of the token, as a JSON object. Parsed on each call.
+    pub fn claims(&self) -> serde_json::Value {
+        parse_claims(&self.0.claims)
+    }
+
+    /// One claim of the token, as `T`; `None` when absent or not a `T`. Parsed on each call.
+    pub fn claim<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        claim_of(&self.0.claims, name)
     }
 }
 
@@ -533,11 +575,31 @@ impl Principal {
         }
     }
 
+    /// Every claim of the token, as a JSON object.
+    pub fn claims(&self) -> serde_json::Value {
+        match self {
+            Principal::User(u) => u.claims(),
+            Principal::Machine(m) => m.claims(),
+        }
+    }
+
+    /// One claim of the token, as `T`; `None` when absent or not a `T`.
+    pub fn claim<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        match self {
+            Principal::User(u) => u.claim(name),
+            Principal::Machine(m) => m.claim(name),
+        }
+    }
+
     pub(crate) fn heap_bytes(&self) -> usize {
         match self {
             Principal::User(u) => u.heap_bytes(),
             Principal::Machine(m) => {
-                std::mem::size_of::<MachineInner>() + 16 + m.0.text.len() + std::mem::size_of_val(&*m.0.spans)
+                std::mem::size_of::<MachineInner>()
+                    + 16
+                    + m.0.text.len()
+                    + m.0.claims.len()
+                    + std::mem::size_of_val(&*m.0.spans)
             }
         }
     }

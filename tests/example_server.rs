@@ -36,10 +36,19 @@ async fn the_example_server_behaves_as_documented() {
     }
     assert_eq!(me["groups"], serde_json::json!([]));
     assert_eq!(me["scopes"], serde_json::json!(["aws.cognito.signin.user.admin"]));
+    assert_eq!(me["claims"]["client_id"], s.pool.client_id.as_str());
+    assert_eq!(me["claims"]["token_use"], "access");
+    assert_eq!(
+        me["claims"]["iss"],
+        format!("https://cognito-idp.us-east-1.amazonaws.com/{}", s.pool.pool_id)
+    );
+    assert_eq!(me["claims"]["exp"], common::claims_of(&s.tokens.access)["exp"]);
 
     let anonymous = get(addr, "/me", &[]).await;
     assert_eq!(anonymous.status, 401);
-    assert_eq!(anonymous.header("www-authenticate"), Some(r#"Bearer realm="api""#));
+    let metadata = format!("http://127.0.0.1:{}/.well-known/oauth-protected-resource", addr.port());
+    let challenge = format!(r#"Bearer realm="api", resource_metadata="{metadata}""#);
+    assert_eq!(anonymous.header("www-authenticate"), Some(challenge.as_str()));
 
     let bad = get_with_token(addr, "/me", &s.tokens.id).await;
     assert_eq!(bad.status, 401);

@@ -302,3 +302,80 @@ async fn a_misconfigured_middleware_fails_when_the_app_starts() {
     let answer = svc.call(actix_web::test::TestRequest::default().to_srv_request()).await.unwrap();
     assert_eq!(answer.status(), 401);
 }
+
+/// A token with a claim of every JSON type, as a pre-token-generation trigger adds them.
+fn token_with_custom_claims() -> String {
+    let mut claims = common::access_claims(FAKE_POOL, FAKE_CLIENT, "custom", 3600);
+    claims["tenant_tier"] = "gold".into();
+    claims["seats"] = 42.into();
+    claims["ratio"] = 0.25.into();
+    claims["beta"] = true.into();
+    claims["regions"] = serde_json::json!(["eu-west-1", "us-east-1"]);
+    claims["limits"] = serde_json::json!({ "rps": 10, "burst": 20 });
+    claims["nothing"] = serde_json::Value::Null;
+    actix_cognito::testing::TestSigner::default().sign(&claims)
+}
+
+#[actix_web::test]
+async fn every_claim_of_the_token_reaches_the_handler_in_its_json_type() {
+    let (_fake, v) = fake_verifier().await;
+    let user = v.verify(&token_with_custom_claims()).await.unwrap();
+    assert_eq!(user.claim::<String>("tenant_tier").as_deref(), Some("gold"));
+    assert_eq!(user.claim::<u32>("seats"), Some(42));
+    assert_eq!(user.claim::<f64>("ratio"), Some(0.25));
+    assert_eq!(user.claim::<bool>("beta"), Some(true));
+    assert_eq!(user.claim::<Vec<String>>("regions").unwrap(), ["eu-west-1", "us-east-1"]);
+    let limits: std::collections::HashMap<String, u32> = user.claim("limits").unwrap();
+    assert_eq!((limits["rps"], limits["burst"]), (10, 20));
+    assert_eq!(user.claim::<Option<String>>("nothing"), Some(None));
+    // Absent, or not of the type asked for.
+    assert_eq!(user.claim::<String>("absent"), None);
+    assert_eq!(user.claim::<u32>("tenant_tier"), None);
+    let all = user.claims();
+    for standard in ["client_id", "token_use", "iss", "exp", "sub", "username"] {
+        assert!(all.get(standard).is_some(), "{standard} missing from {all}");
+    }
+    assert_eq!(all["limits"]["burst"], 20);
+}
+
+#[actix_web::test]
+async fn a_route_can_require_any_predicate_over_the_principal() {
+    let (fake, v) = fake_verifier().await;
+    let gold =
+        CognitoAuth::new(v.clone()).require(|p| p.claim::<String>("tenant_tier").as_deref() == Some("gold"));
+    let beta_and_seats = CognitoAuth::new(v)
+        .require(|p| p.claim::<bool>("beta") == Some(true))
+        .require(|p| p.claim::<u32>("seats").is_some_and(|n| n > 100));
+    let (gold, beta_and_seats) = (protected(gold), protected(beta_and_seats));
+    let custom = token_with_custom_claims();
+    assert_eq!(get_with_token(gold, "/me", &custom).await.status, 200);
+    let plain = get_with_token(gold, "/me", &fake_token("plain", 3600)).await;
+    assert_eq!(plain.status, 403);
+    assert!(plain.header("www-authenticate").unwrap().contains(r#"error="insufficient_scope""#));
+    // Every predicate must hold: 42 seats are not enough.
+    assert_eq!(get_with_token(beta_and_seats, "/me", &custom).await.status, 403);
+    assert_eq!(fake.get_user_calls(), 2);
+}
+
+#[actix_web::test]
+async fn handlers_get_the_verified_token_which_debug_never_shows() {
+    async fn echo(token: actix_cognito::BearerToken) -> HttpResponse {
+        let debug = format!("{token:?}");
+        HttpResponse::Ok().json(serde_json::json!({ "token": token.as_str(), "debug": debug }))
+    }
+    let (_fake, v) = fake_verifier().await;
+    let cookie_auth = CognitoAuth::new(v.clone()).token_from_cookie("session");
+    let addr = spawn(move || {
+        App::new()
+            .service(web::scope("/cookie").wrap(cookie_auth.clone()).route("", web::get().to(echo)))
+            .service(web::scope("/bare").route("", web::get().to(echo)))
+    });
+    let token = fake_token("echo", 3600);
+    let r = get(addr, "/cookie", &[("Authorization", &bearer(&token))]).await;
+    assert_eq!(r.json()["token"], token.as_str());
+    assert_eq!(r.json()["debug"], "BearerToken([redacted])");
+    let r = get(addr, "/cookie", &[("Cookie", &format!("session={token}"))]).await;
+    assert_eq!(r.json()["token"], token.as_str());
+    // Without the middleware there is no verified token to give.
+    assert_eq!(get(addr, "/bare", &[("Authorization", &bearer(&token))]).await.status, 500);
+}
