@@ -87,12 +87,25 @@ fn fail(message: impl std::fmt::Display) -> ! {
 }
 
 /// Builds the verifier from the environment, or exits naming the variable to fix.
-fn verifier_from_env() -> Verifier {
+///
+/// The Cognito client starts from the app's shared AWS configuration, as every AWS service
+/// does (`aws_config`): endpoint overrides, HTTP client, app name. Its region is the pool's, so
+/// that the region chain never asks the instance metadata service.
+async fn verifier_from_env() -> Verifier {
     let pool = env("COGNITO_USER_POOL_ID")
         .unwrap_or_else(|| fail("set COGNITO_USER_POOL_ID to the user pool id, such as eu-west-1_AbC123xyz"));
     let clients = env("COGNITO_CLIENT_ID")
         .unwrap_or_else(|| fail("set COGNITO_CLIENT_ID to the app client id (comma-separate several)"));
-    let mut builder = Verifier::builder(pool).client_ids(clients.split(',').map(str::trim));
+    let region = env("AWS_REGION").or_else(|| {
+        let (region, _) = pool.split_once('_')?;
+        region.contains('-').then(|| region.to_owned())
+    });
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.unwrap_or_else(|| "us-east-1".to_owned())))
+        .load()
+        .await;
+    let mut builder =
+        Verifier::builder(pool).client_ids(clients.split(',').map(str::trim)).sdk_config(&shared);
     if let Some(ttl) = env("COGNITO_CACHE_TTL_SECS") {
         let secs: u64 = ttl.parse().unwrap_or_else(|_| {
             fail(format!("COGNITO_CACHE_TTL_SECS={ttl:?} is not a whole number of seconds"))
@@ -143,7 +156,7 @@ async fn main() -> std::io::Result<()> {
         }
     });
     // One verifier, built once: every worker and every wrapped scope shares its cache.
-    let verifier = verifier_from_env();
+    let verifier = verifier_from_env().await;
     // The keys (and, in fleet mode, the invalidation channel) before the first request; on
     // failure they are fetched in the background, and /ready says 503 until they are loaded.
     if let Err(e) = verifier.hydrate().await {

@@ -13,6 +13,8 @@ use crate::error::{Rejection, Unavailable, UnavailableKind, VerifyError};
 /// Timeouts and retries of the `GetUser` call.
 #[derive(Debug, Clone)]
 pub(crate) struct CallSettings {
+    /// The SDK configuration to start from (an `SdkConfig`'s or a ready client's), if any.
+    pub(crate) base: Option<aws_sdk_cognitoidentityprovider::config::Builder>,
     pub(crate) region: String,
     pub(crate) endpoint: Option<String>,
     pub(crate) connect_timeout: Duration,
@@ -22,7 +24,8 @@ pub(crate) struct CallSettings {
     pub(crate) retry_after: Duration,
 }
 
-/// A Cognito user pool client that only ever calls `GetUser`, unsigned.
+/// A Cognito user pool client for the calls a token authorizes (`GetUser`, `GlobalSignOut`),
+/// sent unsigned.
 #[derive(Clone, Debug)]
 pub(crate) struct Cognito {
     client: Client,
@@ -36,11 +39,17 @@ pub(crate) struct GetUserAnswer {
 }
 
 impl Cognito {
+    /// The client: from the given SDK configuration (proxy, CA, app name, FIPS and dual-stack
+    /// endpoints, HTTP client...) or from scratch, with the pool's region and the crate's own
+    /// timeouts and retries always, and no credentials: the calls are authorized by the token.
     pub(crate) fn new(s: &CallSettings) -> Self {
-        // `GetUser` is modelled without an auth scheme: the access token is the authorization,
-        // so the client is given no credentials at all.
-        let mut conf = aws_sdk_cognitoidentityprovider::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
+        let base = s.base.clone();
+        let mut conf = base.unwrap_or_else(|| {
+            aws_sdk_cognitoidentityprovider::Config::builder().behavior_version(BehaviorVersion::latest())
+        });
+        // Whatever the SDK configuration says, calls are bounded by the crate's settings (its
+        // connect timeout, when it has one, was taken as the connect timeout).
+        conf = conf
             .region(Region::new(s.region.clone()))
             .timeout_config(
                 TimeoutConfig::builder()
@@ -55,6 +64,7 @@ impl Cognito {
                     .with_initial_backoff(Duration::from_millis(50))
                     .with_max_backoff(Duration::from_millis(500)),
             );
+        conf.set_credentials_provider(None);
         if let Some(endpoint) = &s.endpoint {
             conf = conf.endpoint_url(endpoint.clone());
         }

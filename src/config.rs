@@ -41,6 +41,11 @@ pub struct VerifierBuilder {
     max_per_second: Option<u32>,
     #[cfg(feature = "redis")]
     redis: Option<crate::fleet::FleetSettings>,
+    /// The SDK configuration to build the Cognito client from.
+    sdk: Option<aws_sdk_cognitoidentityprovider::config::Builder>,
+    /// The `SdkConfig`'s region and endpoint, when one was given.
+    sdk_region: Option<String>,
+    sdk_endpoint: Option<String>,
 }
 
 /// The parts a built verifier is made of.
@@ -82,7 +87,52 @@ impl VerifierBuilder {
             max_per_second: None,
             #[cfg(feature = "redis")]
             redis: None,
+            sdk: None,
+            sdk_region: None,
+            sdk_endpoint: None,
         }
+    }
+
+    /// Builds the Cognito client from this shared AWS configuration, as every AWS service of
+    /// the app does (`aws_config::defaults(BehaviorVersion::latest()).load().await`): HTTP client
+    /// (proxy, custom CA), FIPS and dual-stack endpoints, app name, endpoint override.
+    ///
+    /// The crate still decides what is its to decide: the region is the pool's (the
+    /// configuration's region serves only pools whose id names none, on emulators), every call
+    /// is bounded by [`operation_timeout`](Self::operation_timeout) and
+    /// [`attempt_timeout`](Self::attempt_timeout) and retried at most
+    /// [`max_attempts`](Self::max_attempts) times whatever the configuration says, and no
+    /// credentials are used or resolved: `GetUser` and `GlobalSignOut` are authorized by the
+    /// token. The configuration's endpoint URL counts as an endpoint override (see
+    /// [`endpoint_url`](Self::endpoint_url), which wins over it).
+    pub fn sdk_config(mut self, config: &aws_types::SdkConfig) -> Self {
+        let mut sdk = aws_sdk_cognitoidentityprovider::config::Builder::from(config);
+        if config.behavior_version().is_none() {
+            sdk.set_behavior_version(
+                Some(aws_sdk_cognitoidentityprovider::config::BehaviorVersion::latest()),
+            );
+        }
+        if let Some(connect) = config.timeout_config().and_then(|t| t.connect_timeout()) {
+            self.connect_timeout = connect.min(self.operation_timeout);
+        }
+        self.sdk = Some(sdk);
+        self.sdk_region = config.region().map(|r| r.to_string());
+        self.sdk_endpoint = config.endpoint_url().map(str::to_owned);
+        self
+    }
+
+    /// Builds on a ready Cognito client's configuration instead, with the same rules as
+    /// [`sdk_config`](Self::sdk_config). A client's endpoint override cannot be read back: set
+    /// it here too with [`endpoint_url`](Self::endpoint_url) (or the environment) so that the
+    /// emulator's issuers are accepted.
+    pub fn cognito_client(mut self, client: &aws_sdk_cognitoidentityprovider::Client) -> Self {
+        let config = client.config();
+        if let Some(connect) = config.timeout_config().and_then(|t| t.connect_timeout()) {
+            self.connect_timeout = connect.min(self.operation_timeout);
+        }
+        self.sdk_region = config.region().map(|r| r.to_string());
+        self.sdk = Some(config.to_builder());
+        self
     }
 
     /// Allows tokens issued to this app client. Call once per client; at least once.
@@ -344,6 +394,7 @@ impl VerifierBuilder {
             telemetry,
             policy,
             call: CallSettings {
+                base: self.sdk.clone(),
                 region: region.clone(),
                 endpoint: endpoint.map(|e| e.to_string()),
                 connect_timeout: self.connect_timeout,
@@ -363,10 +414,11 @@ impl VerifierBuilder {
 
     /// The endpoint override: set on the builder, else from the environment.
     fn endpoint(&self) -> Result<Option<Uri>, ConfigError> {
-        match &self.endpoint {
-            Some(url) => checked_url(url, "endpoint_url()").map(Some),
-            None if self.endpoint_from_env => endpoint_from_env(),
-            None => Ok(None),
+        match (&self.endpoint, &self.sdk_endpoint) {
+            (Some(url), _) => checked_url(url, "endpoint_url()").map(Some),
+            (None, Some(url)) => checked_url(url, "the SdkConfig's endpoint_url").map(Some),
+            (None, None) if self.endpoint_from_env => endpoint_from_env(),
+            (None, None) => Ok(None),
         }
     }
 
@@ -387,6 +439,7 @@ impl VerifierBuilder {
             (Err(_), true) if emulator_pool_id(id) => Ok(self
                 .region
                 .clone()
+                .or_else(|| self.sdk_region.clone())
                 .or_else(|| env_var("AWS_REGION"))
                 .or_else(|| env_var("AWS_DEFAULT_REGION"))
                 .unwrap_or_else(|| "us-east-1".to_owned())),

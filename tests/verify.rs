@@ -199,3 +199,64 @@ async fn get_user_is_sent_unsigned() {
     assert_eq!(s.proxy.get_user_calls(), 1);
     assert_eq!(s.proxy.signed_get_user_calls(), 0, "GetUser carried an Authorization header");
 }
+
+/// What `aws_config::defaults(..).load()` gives an app: a shared configuration, here with an
+/// endpoint override, a region, credentials and no timeouts at all.
+fn sdk_config(endpoint: &str, region: &str) -> aws_types::SdkConfig {
+    use aws_sdk_cognitoidentityprovider::config::timeout::TimeoutConfig;
+    use aws_sdk_cognitoidentityprovider::config::{
+        BehaviorVersion, Credentials, Region, SharedCredentialsProvider,
+    };
+    aws_types::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::for_tests()))
+        .timeout_config(TimeoutConfig::disabled())
+        .build()
+}
+
+#[tokio::test]
+async fn an_sdk_config_is_used_as_given_but_the_crates_timeouts_still_bound_every_call() {
+    let s = seeded("sdk-config").await;
+    let conf = sdk_config(&s.proxy.endpoint(), "us-east-1");
+    let verifier = actix_cognito::Verifier::builder(&s.pool.pool_id)
+        .client_id(&s.pool.client_id)
+        .endpoint_from_env(false)
+        .sdk_config(&conf)
+        .operation_timeout(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    // The endpoint came from the SdkConfig (through the counting proxy), and the call was not
+    // signed with its credentials.
+    assert_eq!(verifier.verify(&s.tokens.access).await.unwrap().username(), "alice");
+    assert_eq!((s.proxy.get_user_calls(), s.proxy.signed_get_user_calls()), (1, 0));
+
+    // A hanging upstream, with an SdkConfig that sets no timeout: the crate's cuts the call.
+    let hang = FakeCognito::start(Behaviour::Hang).await.unwrap();
+    let conf = sdk_config(&hang.endpoint(), "us-east-1");
+    let verifier = actix_cognito::Verifier::builder(&s.pool.pool_id)
+        .client_id(&s.pool.client_id)
+        .endpoint_from_env(false)
+        .sdk_config(&conf)
+        .jwks_url(s.jwks_url())
+        .operation_timeout(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = verifier.verify(&s.tokens.access).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn the_sdk_configs_region_serves_only_pools_that_name_none() {
+    let fake = FakeCognito::user("alice", &[]).await.unwrap();
+    let conf = sdk_config(&fake.endpoint(), "eu-central-1");
+    let named =
+        actix_cognito::Verifier::builder("us-east-1_Abc").client_id("c1").sdk_config(&conf).build().unwrap();
+    assert_eq!(named.region(), "us-east-1");
+    let unnamed =
+        actix_cognito::Verifier::builder("local_Abc").client_id("c1").sdk_config(&conf).build().unwrap();
+    assert_eq!(unnamed.region(), "eu-central-1");
+}
