@@ -4,7 +4,7 @@
 //!
 //! | variable | meaning |
 //! | --- | --- |
-//! | `COGNITO_USER_POOL_ID` | the user pool, such as `eu-west-1_AbC123xyz` (required) |
+//! | `COGNITO_USER_POOL_ID` | the user pool, such as `eu-west-1_AbC123xyz`, or several, comma-separated (required) |
 //! | `COGNITO_CLIENT_ID` | allowed app client ids, comma-separated (required) |
 //! | `COGNITO_CACHE_TTL_SECS` | cache TTL, the revocation delay (default 30; 0 disables) |
 //! | `AWS_REGION` | must match the pool id if set |
@@ -44,6 +44,7 @@ async fn me(user: CognitoUser) -> impl Responder {
         "groups": user.groups(),
         "scopes": user.scopes(),
         "claims": user.claims(),
+        "pool": user.pool_id(),
     }))
 }
 
@@ -104,8 +105,13 @@ async fn verifier_from_env() -> Verifier {
         .region(aws_config::Region::new(region.unwrap_or_else(|| "us-east-1".to_owned())))
         .load()
         .await;
+    let mut pools = pool.split(',').map(str::trim).filter(|p| !p.is_empty());
+    let first = pools.next().unwrap_or_default().to_owned();
     let mut builder =
-        Verifier::builder(pool).client_ids(clients.split(',').map(str::trim)).sdk_config(&shared);
+        Verifier::builder(first).client_ids(clients.split(',').map(str::trim)).sdk_config(&shared);
+    for other in pools {
+        builder = builder.pool(other);
+    }
     if let Some(ttl) = env("COGNITO_CACHE_TTL_SECS") {
         let secs: u64 = ttl.parse().unwrap_or_else(|_| {
             fail(format!("COGNITO_CACHE_TTL_SECS={ttl:?} is not a whole number of seconds"))

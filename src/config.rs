@@ -20,7 +20,8 @@ use crate::verifier::Verifier;
 #[must_use = "a builder does nothing until `.build()` is called"]
 #[derive(Debug, Clone)]
 pub struct VerifierBuilder {
-    user_pool_id: String,
+    /// The pools, the first one given to [`Verifier::builder`] first.
+    pools: Vec<String>,
     client_ids: Vec<String>,
     region: Option<String>,
     endpoint: Option<String>,
@@ -50,12 +51,12 @@ pub struct VerifierBuilder {
 
 /// The parts a built verifier is made of.
 pub(crate) struct Settings {
-    pub(crate) user_pool_id: String,
-    pub(crate) region: String,
+    /// Each pool: its id, region and key source, in the order of the policy's issuers.
+    pub(crate) pools: Vec<PoolSettings>,
     pub(crate) policy: ClaimPolicy,
+    /// The calls' settings; the region is each pool's.
     pub(crate) call: CallSettings,
     pub(crate) cache: CacheSettings,
-    pub(crate) jwks: Option<JwksSettings>,
     pub(crate) max_in_flight: usize,
     pub(crate) max_per_second: Option<NonZeroU32>,
     #[cfg(feature = "redis")]
@@ -63,10 +64,17 @@ pub(crate) struct Settings {
     pub(crate) telemetry: Telemetry,
 }
 
+/// One pool of a verifier.
+pub(crate) struct PoolSettings {
+    pub(crate) id: String,
+    pub(crate) region: String,
+    pub(crate) jwks: Option<JwksSettings>,
+}
+
 impl VerifierBuilder {
     pub(crate) fn new(user_pool_id: impl Into<String>) -> Self {
         VerifierBuilder {
-            user_pool_id: user_pool_id.into(),
+            pools: vec![user_pool_id.into()],
             client_ids: Vec::new(),
             region: None,
             endpoint: None,
@@ -132,6 +140,17 @@ impl VerifierBuilder {
         }
         self.sdk_region = config.region().map(|r| r.to_string());
         self.sdk = Some(config.to_builder());
+        self
+    }
+
+    /// Also accepts tokens of this user pool: one verifier, and one cache, for a multi-tenant
+    /// app with a pool per tenant or during a migration between pools. Each token is checked
+    /// against the pool its `iss` names (its keys, its region's Cognito endpoint); a token of a
+    /// pool not given is refused without any call. App client ids are global: the ones given
+    /// with [`client_id`](Self::client_id) are accepted for every pool, and a token can only
+    /// name a client of its own pool.
+    pub fn pool(mut self, user_pool_id: impl Into<String>) -> Self {
+        self.pools.push(user_pool_id.into());
         self
     }
 
@@ -369,16 +388,33 @@ impl VerifierBuilder {
     /// of range.
     pub fn build(self) -> Result<Verifier, ConfigError> {
         let endpoint = self.endpoint()?;
-        let region = self.pool_region(endpoint.is_some())?;
+        let regions: Vec<String> =
+            self.pools.iter().map(|id| self.pool_region(id, endpoint.is_some())).collect::<Result<_, _>>()?;
         self.check_clients()?;
         let max_per_second = self.check_ranges()?;
+        if self.pools.len() > 1 && self.jwks_url.is_some() {
+            return Err(ConfigError::InvalidSetting {
+                setting: "jwks_url",
+                reason: "one URL cannot serve several pools: each pool's keys are read where its issuer (or the endpoint) serves them",
+            });
+        }
+        let issuers: Vec<Issuers> = self
+            .pools
+            .iter()
+            .zip(&regions)
+            .map(|(id, region)| self.issuers(id, region, endpoint.as_ref()))
+            .collect();
+        let mut pools = Vec::with_capacity(self.pools.len());
+        for ((id, region), issuers) in self.pools.iter().zip(regions).zip(&issuers) {
+            let jwks = self.jwks(id, issuers, endpoint.as_ref())?;
+            pools.push(PoolSettings { id: id.clone(), region, jwks });
+        }
         let policy = ClaimPolicy {
-            issuers: self.issuers(&region, endpoint.as_ref()),
+            issuers,
             client_ids: self.client_ids.clone(),
             leeway_secs: self.leeway.as_secs() as i64,
             max_len: self.max_token_bytes,
         };
-        let jwks = self.jwks(&policy.issuers, endpoint.as_ref())?;
         let telemetry = Telemetry::register();
         #[cfg(feature = "redis")]
         let fleet = match &self.redis {
@@ -395,7 +431,7 @@ impl VerifierBuilder {
             policy,
             call: CallSettings {
                 base: self.sdk.clone(),
-                region: region.clone(),
+                region: String::new(),
                 endpoint: endpoint.map(|e| e.to_string()),
                 connect_timeout: self.connect_timeout,
                 attempt_timeout: self.attempt_timeout,
@@ -404,11 +440,9 @@ impl VerifierBuilder {
                 retry_after: self.retry_after,
             },
             cache: self.cache,
-            jwks,
+            pools,
             max_in_flight: self.max_in_flight,
             max_per_second,
-            user_pool_id: self.user_pool_id,
-            region,
         }))
     }
 
@@ -425,13 +459,12 @@ impl VerifierBuilder {
     /// The pool's region: the one its id names, which an explicit region must match. An
     /// emulator's pool id may name none (cognito-local's `local_...`): the region is then the
     /// configured one, else `AWS_REGION`, else `us-east-1`.
-    fn pool_region(&self, emulated: bool) -> Result<String, ConfigError> {
-        let id = &self.user_pool_id;
+    fn pool_region(&self, id: &str, emulated: bool) -> Result<String, ConfigError> {
         match (pool_region(id), emulated) {
             (Ok(pool_region), _) => match &self.region {
                 Some(region) if *region != pool_region => Err(ConfigError::RegionMismatch {
                     configured: region.clone(),
-                    pool: id.clone(),
+                    pool: id.to_owned(),
                     pool_region: pool_region.to_owned(),
                 }),
                 _ => Ok(pool_region.to_owned()),
@@ -443,7 +476,7 @@ impl VerifierBuilder {
                 .or_else(|| env_var("AWS_REGION"))
                 .or_else(|| env_var("AWS_DEFAULT_REGION"))
                 .unwrap_or_else(|| "us-east-1".to_owned())),
-            (Err(problem), _) => Err(ConfigError::InvalidUserPoolId { value: id.clone(), problem }),
+            (Err(problem), _) => Err(ConfigError::InvalidUserPoolId { value: id.to_owned(), problem }),
         }
     }
 
@@ -516,8 +549,7 @@ impl VerifierBuilder {
     }
 
     /// Cognito's two issuer forms, in the region's partition; an emulator's; `allow_issuer`'s.
-    fn issuers(&self, region: &str, endpoint: Option<&Uri>) -> Issuers {
-        let pool = &self.user_pool_id;
+    fn issuers(&self, pool: &str, region: &str, endpoint: Option<&Uri>) -> Issuers {
         let host = cognito_origin(region);
         let mut issuers = Issuers::new(vec![
             format!("{host}/{pool}"),
@@ -526,21 +558,28 @@ impl VerifierBuilder {
         if let Some(endpoint) = endpoint {
             issuers.add_emulator(endpoint, &[pool]);
         }
-        issuers.exact.extend(self.extra_issuers.iter().cloned());
+        // An allowed issuer belongs to the pool it names as its path, else to the first pool.
+        let first = self.pools[0] == pool;
+        let mine = |iss: &&String| match self.pools.iter().find(|p| iss.ends_with(&format!("/{p}"))) {
+            Some(named) => named == pool,
+            None => first,
+        };
+        issuers.exact.extend(self.extra_issuers.iter().filter(mine).cloned());
         issuers
     }
 
     /// Where the keys come from: the setting, else where an emulator serves them, else the
     /// issuer's well-known location.
-    fn jwks(&self, issuers: &Issuers, endpoint: Option<&Uri>) -> Result<Option<JwksSettings>, ConfigError> {
+    fn jwks(
+        &self,
+        pool: &str,
+        issuers: &Issuers,
+        endpoint: Option<&Uri>,
+    ) -> Result<Option<JwksSettings>, ConfigError> {
         let url = match (&self.jwks_url, endpoint) {
             (Some(url), _) => checked_url(url, "jwks_url()")?.to_string(),
             (None, Some(endpoint)) => {
-                format!(
-                    "{}/{}/.well-known/jwks.json",
-                    endpoint.to_string().trim_end_matches('/'),
-                    self.user_pool_id
-                )
+                format!("{}/{pool}/.well-known/jwks.json", endpoint.to_string().trim_end_matches('/'))
             }
             (None, None) => format!("{}/.well-known/jwks.json", issuers.exact[0]),
         };
@@ -774,6 +813,35 @@ mod tests {
                 Some(format!("https://cognito-idp.{region}.{suffix}/{pool}/.well-known/jwks.json").as_str())
             );
         }
+    }
+
+    #[test]
+    fn several_pools_each_keep_their_region_issuers_and_keys() {
+        let v = builder("eu-west-1_Abc")
+            .pool("us-east-2_Def")
+            .allow_issuer("https://idp.example.com/us-east-2_Def")
+            .build()
+            .unwrap();
+        assert_eq!(v.user_pool_ids().collect::<Vec<_>>(), ["eu-west-1_Abc", "us-east-2_Def"]);
+        assert_eq!(
+            v.issuers(),
+            [
+                "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Abc",
+                "https://issuer-cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Abc",
+                "https://cognito-idp.us-east-2.amazonaws.com/us-east-2_Def",
+                "https://issuer-cognito-idp.us-east-2.amazonaws.com/us-east-2_Def",
+                "https://idp.example.com/us-east-2_Def",
+            ]
+        );
+        let err = builder("eu-west-1_Abc").pool("us-east-2_Def").jwks_url("https://keys.example.com").build();
+        assert!(matches!(err, Err(ConfigError::InvalidSetting { setting: "jwks_url", .. })));
+        let err = builder("eu-west-1_Abc").pool("eu-west-1_Def").pool("us-east-2").build().unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::InvalidUserPoolId { value, .. } if value == "us-east-2"),
+            "{err}"
+        );
+        let err = builder("eu-west-1_Abc").pool("us-east-2_Def").region("eu-west-1").build().unwrap_err();
+        assert!(matches!(&err, ConfigError::RegionMismatch { pool, .. } if pool == "us-east-2_Def"), "{err}");
     }
 
     #[tokio::test]

@@ -52,7 +52,9 @@ pub mod fuzzing {
     /// the invariants the verifier relies on. Returns whether the token passed.
     pub fn check(header_value: &[u8]) -> bool {
         let policy = ClaimPolicy {
-            issuers: Issuers::new(vec!["https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Fuzz".into()]),
+            issuers: vec![Issuers::new(vec![
+                "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Fuzz".into()
+            ])],
             client_ids: vec!["fuzzclient".into()],
             leeway_secs: 5,
             max_len: 8192,
@@ -65,7 +67,7 @@ pub mod fuzzing {
                 assert!(raw.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')));
                 assert_eq!(raw.iter().filter(|b| **b == b'.').count(), 2);
                 assert_eq!(claims.token_use, "access");
-                assert!(policy.issuers.accepts(&claims.iss));
+                assert!(policy.issuers[0].accepts(&claims.iss));
                 assert!(claims.exp + 5 > 1_900_000_000);
                 assert!(claims.username.is_some());
                 true

@@ -46,14 +46,18 @@ pub(crate) struct Telemetry {
     unavailable: [Counter; UNAVAILABLE.len()],
     pub(crate) local_hits: Counter,
     pub(crate) local_misses: Counter,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) redis_hits: Counter,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) redis_misses: Counter,
     pub(crate) entries: Gauge,
     pub(crate) get_user_calls: Counter,
     get_user_duration: Histogram,
     pub(crate) jwks_fetches: Counter,
     pub(crate) quota_refusals: Counter,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) redis_errors: Counter,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) redis_breaker_open: Gauge,
 }
 

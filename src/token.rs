@@ -135,21 +135,26 @@ pub(crate) fn parse(token: &[u8], max_len: usize) -> Result<Claims, Rejection> {
 /// What a token must show before it is worth a `GetUser` call.
 #[derive(Debug, Clone)]
 pub(crate) struct ClaimPolicy {
-    pub(crate) issuers: Issuers,
+    /// The issuers of each pool, in the verifier's pool order.
+    pub(crate) issuers: Vec<Issuers>,
     pub(crate) client_ids: Vec<String>,
     pub(crate) leeway_secs: i64,
     pub(crate) max_len: usize,
 }
 
 impl ClaimPolicy {
-    /// Checks the claims in the order that gives the most useful reason first.
-    pub(crate) fn check(&self, claims: &Claims, now: i64) -> Result<(), Rejection> {
+    /// The pool whose issuer `iss` is.
+    pub(crate) fn pool_of(&self, iss: &str) -> Option<usize> {
+        self.issuers.iter().position(|i| i.accepts(iss))
+    }
+
+    /// Checks the claims in the order that gives the most useful reason first; returns the
+    /// token's pool.
+    pub(crate) fn check(&self, claims: &Claims, now: i64) -> Result<usize, Rejection> {
         if claims.token_use != "access" {
             return Err(Rejection::NotAccessToken);
         }
-        if !self.issuers.accepts(&claims.iss) {
-            return Err(Rejection::WrongIssuer);
-        }
+        let pool = self.pool_of(&claims.iss).ok_or(Rejection::WrongIssuer)?;
         match &claims.client_id {
             Some(id) if self.client_ids.iter().any(|c| c == id) => {}
             _ => return Err(Rejection::WrongClient),
@@ -163,7 +168,7 @@ impl ClaimPolicy {
         if !claims.scopes().any(|s| s == ADMIN_SCOPE) {
             return Err(Rejection::MissingAdminScope);
         }
-        Ok(())
+        Ok(pool)
     }
 
     /// Parses and checks a token in one step.
@@ -221,7 +226,7 @@ mod tests {
 
     fn policy() -> ClaimPolicy {
         ClaimPolicy {
-            issuers: Issuers::new(vec![POOL_ISS.to_owned()]),
+            issuers: vec![Issuers::new(vec![POOL_ISS.to_owned()])],
             client_ids: vec!["client1".to_owned()],
             leeway_secs: 0,
             max_len: 8192,

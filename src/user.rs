@@ -214,6 +214,8 @@ const FIXED: usize = 3;
 
 struct Inner {
     profile: Arc<Profile>,
+    /// The user pool the token came from.
+    pool: Arc<str>,
     /// Every claim of the token, as its JSON payload.
     claims: Box<str>,
     /// The token's claims: client id, jti, origin_jti, scopes, groups.
@@ -230,7 +232,7 @@ struct Inner {
 impl CognitoUser {
     /// The principal of one token: the user's profile (from `GetUser` or a shared cache) and
     /// the token's own verified claims. Groups and scopes always come from the claims.
-    pub(crate) fn new(profile: Arc<Profile>, claims: &Claims) -> Self {
+    pub(crate) fn new(profile: Arc<Profile>, claims: &Claims, pool: Arc<str>) -> Self {
         let mut b = TextBuilder::default();
         b.push(claims.client_id.as_deref().unwrap_or_default());
         b.push(claims.jti.as_deref().unwrap_or_default());
@@ -240,6 +242,7 @@ impl CognitoUser {
         let (text, spans) = b.finish();
         CognitoUser(Arc::new(Inner {
             profile,
+            pool,
             claims: claims.json.clone(),
             text,
             spans,
@@ -268,6 +271,11 @@ impl CognitoUser {
     /// The user name (`Username` in Cognito; a UUID in pools that sign in by email).
     pub fn username(&self) -> &str {
         self.0.profile.username()
+    }
+
+    /// The user pool the token came from (one of the verifier's pools).
+    pub fn pool_id(&self) -> &str {
+        &self.0.pool
     }
 
     /// The user's immutable id, the `sub` attribute.

@@ -1,17 +1,19 @@
 //! The verifier: cache, local checks, signature, then Cognito.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cache::{Counters, Flight, Loaded, Outcome, Stats, Target, VerdictCache};
+use crate::cognito::CallSettings;
 use crate::cognito::Cognito;
 use crate::config::{Settings, VerifierBuilder};
 use crate::error::{Rejection, Unavailable, UnavailableKind, VerifyError};
 #[cfg(feature = "redis")]
 use crate::fleet::{unix_ms, Fleet, Message, Shared};
 use crate::guard::QuotaGuard;
+use crate::issuer::Issuers;
 use crate::jwks::KeySet;
 use crate::ops::{Readiness, RedisState, ResourceMetadata};
 use crate::telemetry::Telemetry;
@@ -41,11 +43,11 @@ use crate::user::{CognitoUser, MachineClient, Principal, Profile};
 pub struct Verifier(Arc<Inner>);
 
 struct Inner {
-    user_pool_id: String,
-    region: String,
+    /// The pools, in the order of the policy's issuers.
+    pools: Vec<Pool>,
+    /// Every pool's accepted issuers, for [`Verifier::issuers`].
+    issuers: Vec<String>,
     policy: ClaimPolicy,
-    cognito: Cognito,
-    keys: Option<KeySet>,
     guard: QuotaGuard,
     #[cfg(feature = "redis")]
     fleet: Option<Fleet>,
@@ -63,6 +65,14 @@ struct Inner {
     loading_keys: AtomicBool,
 }
 
+/// One user pool: its id (shared by its principals), region, keys and regional client.
+struct Pool {
+    id: Arc<str>,
+    region: String,
+    keys: Option<KeySet>,
+    cognito: Cognito,
+}
+
 /// The most distinct unexpected issuer origins reported.
 const MAX_ISSUERS_REPORTED: usize = 32;
 
@@ -70,6 +80,8 @@ const MAX_ISSUERS_REPORTED: usize = 32;
 struct Checked {
     claims: Claims,
     machine: bool,
+    /// The token's pool.
+    pool: usize,
 }
 
 /// How many times a request verifies again when invalidations keep landing on its loads.
@@ -90,9 +102,9 @@ impl Inner {
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
-            .field("user_pool_id", &self.0.user_pool_id)
+            .field("user_pool_ids", &self.user_pool_ids().collect::<Vec<_>>())
             .field("client_ids", &self.0.policy.client_ids)
-            .field("signature_check", &self.0.keys.is_some())
+            .field("signature_check", &self.0.pools[0].keys.is_some())
             .field("cache_ttl", &self.0.cache.settings.ttl)
             .finish_non_exhaustive()
     }
@@ -105,9 +117,26 @@ impl Verifier {
     }
 
     pub(crate) fn from_settings(s: Settings) -> Self {
+        // One client per region, shared by the pools of that region.
+        let mut clients: HashMap<String, Cognito> = HashMap::new();
+        let pools = s
+            .pools
+            .into_iter()
+            .map(|p| {
+                let cognito = clients
+                    .entry(p.region.clone())
+                    .or_insert_with(|| {
+                        Cognito::new(&CallSettings { region: p.region.clone(), ..s.call.clone() })
+                    })
+                    .clone();
+                let keys = p.jwks.map(|j| KeySet::new(j, s.telemetry.jwks_fetches.clone()));
+                Pool { id: Arc::from(p.id), region: p.region, keys, cognito }
+            })
+            .collect();
+        let issuers = s.policy.issuers.iter().flat_map(|i| i.exact.iter().cloned()).collect();
         let verifier = Verifier(Arc::new(Inner {
-            cognito: Cognito::new(&s.call),
-            keys: s.jwks.map(|j| KeySet::new(j, s.telemetry.jwks_fetches.clone())),
+            pools,
+            issuers,
             guard: QuotaGuard::new(s.max_in_flight, s.max_per_second, s.call.retry_after),
             telemetry: s.telemetry,
             get_user_answered: AtomicI64::new(i64::MIN),
@@ -117,8 +146,6 @@ impl Verifier {
             fleet: s.fleet,
             cache: VerdictCache::new(s.cache),
             policy: s.policy,
-            user_pool_id: s.user_pool_id,
-            region: s.region,
             scope_hint_logged: AtomicI64::new(i64::MIN),
             issuers_reported: Mutex::default(),
         }));
@@ -136,32 +163,41 @@ impl Verifier {
         }
     }
 
-    /// The user pool id.
+    /// The (first) user pool id.
     pub fn user_pool_id(&self) -> &str {
-        &self.0.user_pool_id
+        &self.0.pools[0].id
     }
 
-    /// The pool's region.
+    /// Every user pool id accepted, the first one first.
+    pub fn user_pool_ids(&self) -> impl Iterator<Item = &str> {
+        self.0.pools.iter().map(|p| &*p.id)
+    }
+
+    /// The (first) pool's region.
     pub fn region(&self) -> &str {
-        &self.0.region
+        &self.0.pools[0].region
     }
 
-    /// The `iss` values accepted: the pool's two Cognito forms, then any others.
+    /// The `iss` values accepted: each pool's two Cognito forms, then any others.
     ///
     /// With an endpoint override on a loopback host, the loopback forms emulators use are
     /// accepted too (see the README's emulator table); they are not listed here.
     pub fn issuers(&self) -> &[String] {
-        &self.0.policy.issuers.exact
+        &self.0.issuers
     }
 
-    /// Where the pool's signing keys are fetched from, unless the signature check is off.
+    /// Where the (first) pool's signing keys are fetched from, unless the signature check is off.
     pub fn jwks_url(&self) -> Option<&str> {
-        self.0.keys.as_ref().map(KeySet::url)
+        self.0.pools[0].keys.as_ref().map(KeySet::url)
     }
 
-    /// How many times the JWKS was fetched.
+    /// How many times the JWKS was fetched, every pool's.
     pub fn jwks_fetches(&self) -> u64 {
-        self.0.keys.as_ref().map_or(0, KeySet::fetches)
+        self.0.pools.iter().filter_map(|p| p.keys.as_ref()).map(KeySet::fetches).sum()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &KeySet> {
+        self.0.pools.iter().filter_map(|p| p.keys.as_ref())
     }
 
     /// Fetches the pool's signing keys now, so the first request need not wait for them; in
@@ -178,19 +214,20 @@ impl Verifier {
                 tracing::warn!("not yet subscribed to the Redis invalidation channel");
             }
         }
-        match &self.0.keys {
-            Some(keys) => keys.fetch().await.map_err(|e| {
+        let mut loaded = 0;
+        for keys in self.keys() {
+            loaded += keys.fetch().await.map_err(|e| {
                 self.load_keys_in_background();
                 format!("fetching the JWKS from {}: {e}", keys.url())
-            }),
-            None => Ok(0),
+            })?;
         }
+        Ok(loaded)
     }
 
     /// Until the keys are loaded, fetches them every 2 s (one task per verifier, ended when it
     /// has them or when the verifier is dropped), so that readiness does not wait for a request.
     fn load_keys_in_background(&self) {
-        if self.0.keys.is_none()
+        if self.keys().next().is_none()
             || tokio::runtime::Handle::try_current().is_err()
             || self.0.loading_keys.swap(true, Relaxed)
         {
@@ -201,8 +238,11 @@ impl Verifier {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let Some(inner) = weak.upgrade() else { return };
-                let Some(keys) = &inner.keys else { return };
-                if keys.load().await.is_ok() {
+                let mut all = true;
+                for keys in inner.pools.iter().filter_map(|p| p.keys.as_ref()) {
+                    all &= keys.load().await.is_ok();
+                }
+                if all {
                     inner.loading_keys.store(false, Relaxed);
                     return;
                 }
@@ -219,8 +259,8 @@ impl Verifier {
     /// `GetUser` answer and failure is there for alerts.
     pub fn readiness(&self) -> Readiness {
         let inner = &*self.0;
-        let keys = inner.keys.as_ref().map_or(0, KeySet::key_count);
-        let ready = inner.keys.is_none() || keys > 0;
+        let keys = self.keys().map(KeySet::key_count).sum();
+        let ready = self.keys().all(|k| k.key_count() > 0);
         if !ready {
             self.load_keys_in_background();
         }
@@ -247,7 +287,8 @@ impl Verifier {
     /// such as `https://api.example.com`) that this verifier protects: the user pool is its
     /// authorization server. Serve it with [`ResourceMetadata::service`].
     pub fn resource_metadata(&self, resource: impl Into<String>) -> ResourceMetadata {
-        ResourceMetadata::new(resource.into(), vec![self.0.policy.issuers.exact[0].clone()])
+        let servers = self.0.policy.issuers.iter().map(|i| i.exact[0].clone()).collect();
+        ResourceMetadata::new(resource.into(), servers)
     }
 
     /// Verifies a user's access token (without any `Bearer ` prefix).
@@ -364,7 +405,7 @@ impl Verifier {
                 Outcome::Revoked => continue,
             }
         }
-        Err(Unavailable::new(UnavailableKind::Other, inner.cognito.retry_after()).into())
+        Err(Unavailable::new(UnavailableKind::Other, inner.pools[0].cognito.retry_after()).into())
     }
 
     /// The local claim checks. With `machines`, a machine token passes them too.
@@ -374,14 +415,17 @@ impl Verifier {
     async fn check_locally(&self, token: &[u8], machines: bool) -> Result<Checked, VerifyError> {
         let inner = &*self.0;
         let claims = token::parse(token, inner.policy.max_len)?;
+        // The pool is known once the issuer passed: every later rejection has one.
+        let pool_keys = || inner.policy.pool_of(&claims.iss).and_then(|i| inner.pools[i].keys.as_ref());
         match inner.policy.check(&claims, token::unix_now()) {
-            Ok(()) => Ok(Checked { claims, machine: false }),
+            Ok(pool) => Ok(Checked { claims, machine: false, pool }),
             // Checked up to the user-only claims; the signature check is still to come.
-            Err(Rejection::MachineToken) if machines && inner.keys.is_some() => {
-                Ok(Checked { claims, machine: true })
+            Err(Rejection::MachineToken) if machines && pool_keys().is_some() => {
+                let pool = inner.policy.pool_of(&claims.iss).unwrap_or(0);
+                Ok(Checked { claims, machine: true, pool })
             }
             Err(Rejection::MissingAdminScope) => {
-                let genuine = match &inner.keys {
+                let genuine = match pool_keys() {
                     Some(keys) => keys.verify(token, claims.kid.as_deref(), claims.iat).await.is_ok(),
                     None => true,
                 };
@@ -391,7 +435,7 @@ impl Verifier {
                 Err(Rejection::MissingAdminScope.into())
             }
             Err(Rejection::WrongIssuer) => {
-                if inner.policy.issuers.emulated() {
+                if inner.policy.issuers.iter().any(Issuers::emulated) {
                     self.issuer_hint(&claims.iss);
                 }
                 Err(Rejection::WrongIssuer.into())
@@ -408,7 +452,7 @@ impl Verifier {
         if reported.len() < MAX_ISSUERS_REPORTED && reported.insert(origin.clone()) {
             tracing::warn!(
                 issuer_origin = %origin,
-                expected = %self.0.policy.issuers.describe(),
+                expected = %self.0.policy.issuers.iter().map(Issuers::describe).collect::<Vec<_>>().join("; "),
                 "an access token's issuer is not one this verifier accepts: if it is your emulator's, \
                  add it with `allow_issuer(..)` (COGNITO_ALLOW_ISSUER in the example server)"
             );
@@ -439,7 +483,8 @@ impl Verifier {
     ) -> Loaded {
         let inner = &*self.0;
         let claims = &checked.claims;
-        if let Some(keys) = &inner.keys {
+        let pool = &inner.pools[checked.pool];
+        if let Some(keys) = &pool.keys {
             keys.verify(token, claims.kid.as_deref(), claims.iat).await?;
         }
         if checked.machine {
@@ -447,7 +492,7 @@ impl Verifier {
         }
         #[cfg(feature = "redis")]
         let generation = match (&inner.fleet, key) {
-            (Some(fleet), Some(key)) => match self.shared_verdict(fleet, key, claims).await {
+            (Some(fleet), Some(key)) => match self.shared_verdict(fleet, key, claims, &pool.id).await {
                 Ok(shared) => return shared,
                 Err(generation) => generation,
             },
@@ -462,7 +507,7 @@ impl Verifier {
             Counters::bump(&inner.cache.counters.get_user_calls);
             inner.telemetry.get_user_calls.increment(1);
             let started = Instant::now();
-            let answer = inner.cognito.get_user(token).await;
+            let answer = pool.cognito.get_user(token).await;
             inner.telemetry.get_user_took(started.elapsed());
             let at = if answer.as_ref().is_err_and(VerifyError::is_unavailable) {
                 &inner.get_user_failed
@@ -473,7 +518,7 @@ impl Verifier {
             let answer = answer?;
             let attributes = answer.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let profile = inner.cache.intern(Profile::new(&answer.username, &claims.sub, attributes));
-            Ok(Principal::User(CognitoUser::new(profile, claims)))
+            Ok(Principal::User(CognitoUser::new(profile, claims, pool.id.clone())))
         }
         .await;
         #[cfg(feature = "redis")]
@@ -494,6 +539,7 @@ impl Verifier {
         fleet: &Fleet,
         key: &TokenKey,
         claims: &Claims,
+        pool: &Arc<str>,
     ) -> Result<Loaded, Option<String>> {
         let inner = &*self.0;
         self.listen();
@@ -503,7 +549,7 @@ impl Verifier {
         match (shared, generation) {
             (Some(Shared::User(profile, until_ms)), _) => {
                 Counters::bump(&inner.cache.counters.shared_hits);
-                let user = CognitoUser::new(inner.cache.intern(profile), claims);
+                let user = CognitoUser::new(inner.cache.intern(profile), claims, pool.clone());
                 let left = std::time::Duration::from_millis(until_ms.saturating_sub(unix_ms()));
                 Ok(Ok((Principal::User(user), Some(left))))
             }
@@ -577,7 +623,8 @@ impl Verifier {
     /// asked to sign the user out.
     pub async fn global_sign_out(&self, token: &str) -> Result<(), VerifyError> {
         let user = self.verify(token).await?;
-        self.0.cognito.global_sign_out(token).await?;
+        let pool = self.0.pools.iter().find(|p| *p.id == *user.pool_id()).unwrap_or(&self.0.pools[0]);
+        pool.cognito.global_sign_out(token).await?;
         self.invalidate_user(user.sub()).await;
         Ok(())
     }

@@ -139,3 +139,35 @@ on!(cognito_local => async fn the_emulator_reached_directly_needs_no_issuer_sett
         assert_eq!(user.attribute("custom:tenant"), Some("acme"), "{host}");
     }
 });
+
+on!(moto, cognito_local => async fn one_verifier_accepts_several_pools_and_refuses_the_others(s) {
+    let b = s.emulator.create_pool("tenant-b").await.unwrap();
+    b.create_user("bob", PASSWORD, &[("email", "bob@example.com")]).await.unwrap();
+    let bob = b.sign_in(&b.client_id, "bob", PASSWORD).await.unwrap();
+    let c = s.emulator.create_pool("tenant-c").await.unwrap();
+    c.create_user("carol", PASSWORD, &[("email", "carol@example.com")]).await.unwrap();
+    let carol = c.sign_in(&c.client_id, "carol", PASSWORD).await.unwrap();
+    // Through the counting proxy, an emulator that names itself in `iss` needs its issuers named.
+    let mut builder = s.verifier().pool(&b.pool_id).client_id(&b.client_id).client_id(&c.client_id);
+    if let Some(iss) = common::claims_of(&bob.access)["iss"].as_str().filter(|i| i.starts_with("http://")) {
+        builder = builder.allow_issuer(iss);
+    }
+    let verifier = builder.build().unwrap();
+
+    let alice = verifier.verify(&s.tokens.access).await.unwrap();
+    let bob_user = verifier.verify(&bob.access).await.unwrap();
+    assert_eq!((alice.pool_id(), bob_user.pool_id()), (s.pool.pool_id.as_str(), b.pool_id.as_str()));
+    assert_eq!(bob_user.email(), Some("bob@example.com"));
+    assert_eq!(s.proxy.get_user_calls(), 2);
+    // A pool the verifier was not given: refused locally.
+    assert_eq!(rejection(verifier.verify(&carol.access).await), Rejection::WrongIssuer);
+    assert_eq!(s.proxy.get_user_calls(), 2);
+
+    // One cache for both: invalidating pool B's user leaves pool A's cached.
+    verifier.invalidate_user(bob_user.sub()).await;
+    verifier.verify(&s.tokens.access).await.unwrap();
+    assert_eq!(s.proxy.get_user_calls(), 2);
+    verifier.verify(&bob.access).await.unwrap();
+    assert_eq!(s.proxy.get_user_calls(), 3);
+    assert_eq!(verifier.user_pool_ids().collect::<Vec<_>>(), [s.pool.pool_id.as_str(), b.pool_id.as_str()]);
+});

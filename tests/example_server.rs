@@ -185,3 +185,34 @@ async fn the_example_server_accepts_emulator_issuers_on_loopback_and_allowed_one
     let server = start(&allowed).await;
     assert_eq!(get_with_token(server.addr, "/me", &arbitrary).await.status, 200);
 }
+
+#[tokio::test]
+async fn the_example_server_serves_two_pools_and_refuses_a_third_without_a_call() {
+    let s = common::seeded("example-pool-a").await;
+    let b = s.emulator.create_pool("example-pool-b").await.unwrap();
+    b.create_user("bob", PASSWORD, &[]).await.unwrap();
+    let bob = b.sign_in(&b.client_id, "bob", PASSWORD).await.unwrap();
+    let c = s.emulator.create_pool("example-pool-c").await.unwrap();
+    c.create_user("carol", PASSWORD, &[]).await.unwrap();
+    let carol = c.sign_in(&c.client_id, "carol", PASSWORD).await.unwrap();
+    let endpoint = s.proxy.endpoint();
+    let server = start(&[
+        ("COGNITO_USER_POOL_ID", &format!("{},{}", s.pool.pool_id, b.pool_id)),
+        ("COGNITO_CLIENT_ID", &format!("{},{},{}", s.pool.client_id, b.client_id, c.client_id)),
+        ("AWS_ENDPOINT_URL", &endpoint),
+    ])
+    .await;
+    for (token, pool, user) in
+        [(&s.tokens.access, &s.pool.pool_id, "alice"), (&bob.access, &b.pool_id, "bob")]
+    {
+        let me = get_with_token(server.addr, "/me", token).await;
+        assert_eq!(me.status, 200, "{}", me.body);
+        assert_eq!(
+            (me.json()["pool"].as_str(), me.json()["username"].as_str()),
+            (Some(pool.as_str()), Some(user))
+        );
+    }
+    assert_eq!(s.proxy.get_user_calls(), 2);
+    assert_eq!(get_with_token(server.addr, "/me", &carol.access).await.status, 401);
+    assert_eq!(s.proxy.get_user_calls(), 2);
+}
