@@ -12,7 +12,7 @@ use crate::issuer::Issuers;
 use crate::jwks::JwksSettings;
 use crate::telemetry::Telemetry;
 use crate::token::ClaimPolicy;
-use crate::verifier::Verifier;
+use crate::verifier::{PoolSettings, Settings, Verifier};
 
 /// Builds a [`Verifier`]. Start with [`Verifier::builder`].
 ///
@@ -38,10 +38,16 @@ pub struct VerifierBuilder {
     signature_check: bool,
     jwks_url: Option<String>,
     jwks_refresh_interval: Duration,
+    jwks_timeout: Duration,
     max_in_flight: usize,
     max_per_second: Option<u32>,
+    /// Fleet mode: Redis's URL, and its settings, which may be set in any order.
     #[cfg(feature = "redis")]
-    redis: Option<crate::fleet::FleetSettings>,
+    redis: Option<String>,
+    #[cfg(feature = "redis")]
+    redis_prefix: String,
+    #[cfg(feature = "redis")]
+    redis_timeout: Duration,
     /// The SDK configuration to build the Cognito client from.
     sdk: Option<aws_sdk_cognitoidentityprovider::config::Builder>,
     /// The `SdkConfig`'s region and endpoint, when one was given.
@@ -49,26 +55,11 @@ pub struct VerifierBuilder {
     sdk_endpoint: Option<String>,
 }
 
-/// The parts a built verifier is made of.
-pub(crate) struct Settings {
-    /// Each pool: its id, region and key source, in the order of the policy's issuers.
-    pub(crate) pools: Vec<PoolSettings>,
-    pub(crate) policy: ClaimPolicy,
-    /// The calls' settings; the region is each pool's.
-    pub(crate) call: CallSettings,
-    pub(crate) cache: CacheSettings,
-    pub(crate) max_in_flight: usize,
-    pub(crate) max_per_second: Option<NonZeroU32>,
-    #[cfg(feature = "redis")]
-    pub(crate) fleet: Option<crate::fleet::Fleet>,
-    pub(crate) telemetry: Telemetry,
-}
-
-/// One pool of a verifier.
-pub(crate) struct PoolSettings {
-    pub(crate) id: String,
-    pub(crate) region: String,
-    pub(crate) jwks: Option<JwksSettings>,
+impl Verifier {
+    /// Starts a builder for the user pool `user_pool_id` (such as `eu-west-1_AbC123xyz`).
+    pub fn builder(user_pool_id: impl Into<String>) -> VerifierBuilder {
+        VerifierBuilder::new(user_pool_id)
+    }
 }
 
 impl VerifierBuilder {
@@ -91,10 +82,15 @@ impl VerifierBuilder {
             signature_check: true,
             jwks_url: None,
             jwks_refresh_interval: Duration::from_secs(5),
+            jwks_timeout: Duration::from_secs(3),
             max_in_flight: 64,
             max_per_second: None,
             #[cfg(feature = "redis")]
             redis: None,
+            #[cfg(feature = "redis")]
+            redis_prefix: "actix-cognito:".into(),
+            #[cfg(feature = "redis")]
+            redis_timeout: Duration::from_millis(50),
             sdk: None,
             sdk_region: None,
             sdk_endpoint: None,
@@ -316,6 +312,12 @@ impl VerifierBuilder {
         self
     }
 
+    /// Time allowed to fetch the JWKS, connection included (default 3 s, at most 60 s).
+    pub fn jwks_timeout(mut self, timeout: Duration) -> Self {
+        self.jwks_timeout = timeout;
+        self
+    }
+
     /// Most `GetUser` calls in flight at once (default 64). A request that would need one more
     /// gets "unavailable" (503 with `Retry-After`) instead of waiting; cached tokens are unaffected.
     pub fn max_get_user_in_flight(mut self, calls: usize) -> Self {
@@ -338,12 +340,7 @@ impl VerifierBuilder {
     /// Redis for 5 s.
     #[cfg(feature = "redis")]
     pub fn redis(mut self, url: impl Into<String>) -> Self {
-        self.redis = Some(crate::fleet::FleetSettings {
-            url: url.into(),
-            prefix: "actix-cognito:".into(),
-            timeout: Duration::from_millis(50),
-            breaker: Duration::from_secs(5),
-        });
+        self.redis = Some(url.into());
         self
     }
 
@@ -351,18 +348,14 @@ impl VerifierBuilder {
     /// Instances share verdicts only with instances of the same prefix.
     #[cfg(feature = "redis")]
     pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
-        if let Some(r) = &mut self.redis {
-            r.prefix = prefix.into();
-        }
+        self.redis_prefix = prefix.into();
         self
     }
 
-    /// The timeout of each Redis operation (default 50 ms).
+    /// The timeout of each Redis operation (default 50 ms, at most 5 s).
     #[cfg(feature = "redis")]
     pub fn redis_timeout(mut self, timeout: Duration) -> Self {
-        if let Some(r) = &mut self.redis {
-            r.timeout = timeout;
-        }
+        self.redis_timeout = timeout;
         self
     }
 
@@ -373,7 +366,7 @@ impl VerifierBuilder {
     /// As [`build`](Self::build), and [`ConfigError::Jwks`] when the keys cannot be fetched.
     pub async fn build_hydrated(self) -> Result<Verifier, ConfigError> {
         let verifier = self.build()?;
-        verifier.hydrate().await.map_err(ConfigError::Jwks)?;
+        verifier.hydrate().await?;
         Ok(verifier)
     }
 
@@ -417,13 +410,7 @@ impl VerifierBuilder {
         };
         let telemetry = Telemetry::register();
         #[cfg(feature = "redis")]
-        let fleet = match &self.redis {
-            Some(settings) => Some(
-                crate::fleet::Fleet::new(settings.clone(), &telemetry)
-                    .map_err(|reason| ConfigError::InvalidRedisUrl { value: settings.url.clone(), reason })?,
-            ),
-            None => None,
-        };
+        let fleet = self.fleet(&telemetry)?;
         Ok(Verifier::from_settings(Settings {
             #[cfg(feature = "redis")]
             fleet,
@@ -444,6 +431,28 @@ impl VerifierBuilder {
             max_in_flight: self.max_in_flight,
             max_per_second,
         }))
+    }
+
+    /// Fleet mode's connection, when a Redis URL was given.
+    #[cfg(feature = "redis")]
+    fn fleet(&self, telemetry: &Telemetry) -> Result<Option<crate::fleet::Fleet>, ConfigError> {
+        let Some(url) = &self.redis else { return Ok(None) };
+        let invalid = |setting, reason| ConfigError::InvalidSetting { setting, reason };
+        if self.redis_timeout.is_zero() || self.redis_timeout > Duration::from_secs(5) {
+            return Err(invalid("redis_timeout", "more than zero and at most 5 s"));
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(['*', '?', '[', ']']) {
+            return Err(invalid("redis_prefix", "not empty, and no glob characters (* ? [ ])"));
+        }
+        let settings = crate::fleet::FleetSettings {
+            url: url.clone(),
+            prefix: self.redis_prefix.clone(),
+            timeout: self.redis_timeout,
+            breaker: Duration::from_secs(5),
+        };
+        crate::fleet::Fleet::new(settings, telemetry)
+            .map(Some)
+            .map_err(|reason| ConfigError::InvalidRedisUrl { value: url.clone(), reason })
     }
 
     /// The endpoint override: set on the builder, else from the environment.
@@ -508,6 +517,7 @@ impl VerifierBuilder {
             ("connect_timeout", self.connect_timeout),
             ("attempt_timeout", self.attempt_timeout),
             ("operation_timeout", self.operation_timeout),
+            ("jwks_timeout", self.jwks_timeout),
         ] {
             range(
                 t > Duration::ZERO && t <= Duration::from_secs(60),
@@ -586,7 +596,7 @@ impl VerifierBuilder {
         Ok(self.signature_check.then_some(JwksSettings {
             url,
             refresh_interval: self.jwks_refresh_interval,
-            timeout: self.operation_timeout,
+            timeout: self.jwks_timeout,
             retry_after: self.retry_after,
         }))
     }

@@ -600,6 +600,63 @@ fn is_revoked(state: &FakeState, request: &Message) -> bool {
     token.is_some_and(|t| state.revoked.lock().unwrap().contains(&t))
 }
 
+/// The answer to a JWKS request.
+async fn jwks_answer(state: &FakeState, behaviour: &Behaviour, request: &Message) -> Vec<u8> {
+    state.jwks_fetches.fetch_add(1, SeqCst);
+    let served = state.jwks.lock().unwrap().clone();
+    match (state.jwks_down.load(SeqCst), served, behaviour) {
+        (true, _, _) => response(500, &[], b"down"),
+        (false, Some(json), _) => response(200, &[("Content-Type", "application/json")], json.as_bytes()),
+        (false, None, Behaviour::Forward(upstream)) => {
+            forward(upstream, request).await.unwrap_or_else(|e| response(502, &[], e.to_string().as_bytes()))
+        }
+        (false, None, _) => response(404, &[], b"no JWKS"),
+    }
+}
+
+/// A Cognito JSON answer: a user, or an error code.
+fn json_answer(status: u16, error: Option<&str>, body: &serde_json::Value) -> Vec<u8> {
+    let mut headers = vec![("Content-Type", "application/x-amz-json-1.1")];
+    headers.extend(error.map(|code| ("x-amzn-ErrorType", code)));
+    response(status, &headers, body.to_string().as_bytes())
+}
+
+/// `GetUser`'s answer with a user, or a rejection or an error, as the behaviour says; `None` to
+/// hang.
+fn get_user_answer(behaviour: &Behaviour, revoked: bool, request: &Message) -> Option<Vec<u8>> {
+    let attribute = |k: &str, v: &str| serde_json::json!({"Name": k, "Value": v});
+    Some(match behaviour {
+        Behaviour::Hang => return None,
+        Behaviour::User { .. } | Behaviour::Claims { .. } if revoked => {
+            let code = "NotAuthorizedException";
+            json_answer(
+                400,
+                Some(code),
+                &serde_json::json!({"__type": code, "message": "Access Token has been revoked"}),
+            )
+        }
+        Behaviour::User { username, attributes } => {
+            let attrs: Vec<_> = attributes.iter().map(|(k, v)| attribute(k, v)).collect();
+            json_answer(200, None, &serde_json::json!({"Username": username, "UserAttributes": attrs}))
+        }
+        Behaviour::Claims { attributes } => {
+            let claims = token_claims(request).unwrap_or_default();
+            let claim = |name: &str| claims.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+            let mut attrs = vec![attribute("sub", &claim("sub"))];
+            attrs.extend(attributes.iter().map(|(k, v)| attribute(k, v)));
+            json_answer(
+                200,
+                None,
+                &serde_json::json!({"Username": claim("username"), "UserAttributes": attrs}),
+            )
+        }
+        Behaviour::Error(status, code) => {
+            json_answer(*status, Some(code), &serde_json::json!({"__type": code, "message": "fake"}))
+        }
+        Behaviour::Forward(_) => unreachable!("forwarded before"),
+    })
+}
+
 async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
     let mut buf = Vec::new();
     while let Ok(Some(request)) = read_message(&mut stream, &mut buf).await {
@@ -607,19 +664,7 @@ async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
         let behaviour = state.behaviour.lock().unwrap().clone();
         let target = request.head.split_whitespace().nth(1).unwrap_or("");
         if request.head.starts_with("GET ") && target.ends_with("/.well-known/jwks.json") {
-            state.jwks_fetches.fetch_add(1, SeqCst);
-            let served = state.jwks.lock().unwrap().clone();
-            let answer = match (state.jwks_down.load(SeqCst), served, &behaviour) {
-                (true, _, _) => response(500, &[], b"down"),
-                (false, Some(json), _) => {
-                    response(200, &[("Content-Type", "application/json")], json.as_bytes())
-                }
-                (false, None, Behaviour::Forward(upstream)) => forward(upstream, &request)
-                    .await
-                    .unwrap_or_else(|e| response(502, &[], e.to_string().as_bytes())),
-                (false, None, _) => response(404, &[], b"no JWKS"),
-            };
-            if stream.write_all(&answer).await.is_err() {
+            if stream.write_all(&jwks_answer(&state, &behaviour, &request).await).await.is_err() {
                 return;
             }
             continue;
@@ -640,51 +685,20 @@ async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
             }
         }
         let answer = match (&behaviour, is_get_user) {
-            (Behaviour::Forward(upstream), _) => forward(upstream, &request)
-                .await
-                .unwrap_or_else(|e| response(502, &[], e.to_string().as_bytes())),
-            (Behaviour::Hang, true) => {
-                // Hold the connection open until the client gives up.
-                let mut sink = [0u8; 1024];
-                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-                state.in_flight.fetch_sub(1, SeqCst);
-                return;
-            }
-            (Behaviour::User { .. } | Behaviour::Claims { .. }, true) if revoked => {
-                let code = "NotAuthorizedException";
-                let body = serde_json::json!({"__type": code, "message": "Access Token has been revoked"})
-                    .to_string();
-                response(
-                    400,
-                    &[("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", code)],
-                    body.as_bytes(),
-                )
-            }
-            (Behaviour::User { username, attributes }, true) => {
-                let attrs: Vec<_> =
-                    attributes.iter().map(|(k, v)| serde_json::json!({"Name": k, "Value": v})).collect();
-                let body = serde_json::json!({"Username": username, "UserAttributes": attrs}).to_string();
-                response(200, &[("Content-Type", "application/x-amz-json-1.1")], body.as_bytes())
-            }
-            (Behaviour::Claims { attributes }, true) => {
-                let claims = token_claims(&request).unwrap_or_default();
-                let claim =
-                    |name: &str| claims.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-                let mut attrs = vec![serde_json::json!({"Name": "sub", "Value": claim("sub")})];
-                attrs.extend(attributes.iter().map(|(k, v)| serde_json::json!({"Name": k, "Value": v})));
-                let body =
-                    serde_json::json!({"Username": claim("username"), "UserAttributes": attrs}).to_string();
-                response(200, &[("Content-Type", "application/x-amz-json-1.1")], body.as_bytes())
-            }
-            (Behaviour::Error(status, code), true) => {
-                let body = serde_json::json!({"__type": code, "message": "fake"}).to_string();
-                response(
-                    *status,
-                    &[("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", code)],
-                    body.as_bytes(),
-                )
-            }
-            (_, false) => response(400, &[("x-amzn-ErrorType", "UnknownOperationException")], b"{}"),
+            (Behaviour::Forward(upstream), _) => Some(
+                forward(upstream, &request)
+                    .await
+                    .unwrap_or_else(|e| response(502, &[], e.to_string().as_bytes())),
+            ),
+            (_, true) => get_user_answer(&behaviour, revoked, &request),
+            (_, false) => Some(response(400, &[("x-amzn-ErrorType", "UnknownOperationException")], b"{}")),
+        };
+        let Some(answer) = answer else {
+            // Hang: hold the connection open until the client gives up.
+            let mut sink = [0u8; 1024];
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            state.in_flight.fetch_sub(1, SeqCst);
+            return;
         };
         if is_get_user {
             state.in_flight.fetch_sub(1, SeqCst);

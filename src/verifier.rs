@@ -1,20 +1,20 @@
 //! The verifier: cache, local checks, signature, then Cognito.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cache::{Counters, Flight, Loaded, Outcome, Stats, Target, VerdictCache};
+use crate::cache::{CacheSettings, Counters, Flight, Loaded, Outcome, Stats, Target, VerdictCache};
 use crate::cognito::CallSettings;
 use crate::cognito::Cognito;
-use crate::config::{Settings, VerifierBuilder};
-use crate::error::{Rejection, Unavailable, UnavailableKind, VerifyError};
+use crate::error::{ConfigError, Rejection, Unavailable, UnavailableKind, VerifyError};
 #[cfg(feature = "redis")]
 use crate::fleet::{unix_ms, Fleet, Message, Shared};
 use crate::guard::QuotaGuard;
 use crate::issuer::Issuers;
-use crate::jwks::KeySet;
+use crate::jwks::{JwksSettings, KeySet};
 use crate::ops::{Readiness, RedisState, ResourceMetadata};
 use crate::telemetry::Telemetry;
 use crate::token::{self, ClaimPolicy, Claims, TokenKey};
@@ -65,6 +65,28 @@ struct Inner {
     loading_keys: AtomicBool,
 }
 
+/// The parts a built verifier is made of.
+pub(crate) struct Settings {
+    /// Each pool: its id, region and key source, in the order of the policy's issuers.
+    pub(crate) pools: Vec<PoolSettings>,
+    pub(crate) policy: ClaimPolicy,
+    /// The calls' settings; the region is each pool's.
+    pub(crate) call: CallSettings,
+    pub(crate) cache: CacheSettings,
+    pub(crate) max_in_flight: usize,
+    pub(crate) max_per_second: Option<NonZeroU32>,
+    #[cfg(feature = "redis")]
+    pub(crate) fleet: Option<crate::fleet::Fleet>,
+    pub(crate) telemetry: Telemetry,
+}
+
+/// One pool of a verifier.
+pub(crate) struct PoolSettings {
+    pub(crate) id: String,
+    pub(crate) region: String,
+    pub(crate) jwks: Option<JwksSettings>,
+}
+
 /// One user pool: its id (shared by its principals), region, keys and regional client.
 struct Pool {
     id: Arc<str>,
@@ -111,11 +133,6 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// Starts a builder for the user pool `user_pool_id` (such as `eu-west-1_AbC123xyz`).
-    pub fn builder(user_pool_id: impl Into<String>) -> VerifierBuilder {
-        VerifierBuilder::new(user_pool_id)
-    }
-
     pub(crate) fn from_settings(s: Settings) -> Self {
         // One client per region, shared by the pools of that region.
         let mut clients: HashMap<String, Cognito> = HashMap::new();
@@ -204,9 +221,9 @@ impl Verifier {
     /// fleet mode, also waits (up to a second) for the invalidation channel to be subscribed.
     ///
     /// # Errors
-    /// A message saying why the keys could not be fetched. Nothing is lost: the keys will be
-    /// fetched again when a token needs them.
-    pub async fn hydrate(&self) -> Result<usize, String> {
+    /// [`ConfigError::Jwks`], saying why the keys could not be fetched. Nothing is lost: they
+    /// are fetched again in the background, and when a token needs them.
+    pub async fn hydrate(&self) -> Result<usize, ConfigError> {
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.0.fleet {
             self.listen();
@@ -218,7 +235,7 @@ impl Verifier {
         for keys in self.keys() {
             loaded += keys.fetch().await.map_err(|e| {
                 self.load_keys_in_background();
-                format!("fetching the JWKS from {}: {e}", keys.url())
+                ConfigError::Jwks(format!("fetching the JWKS from {}: {e}", keys.url()))
             })?;
         }
         Ok(loaded)

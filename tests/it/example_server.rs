@@ -1,6 +1,6 @@
 //! The example server, run as its own process against the emulator and driven over HTTP.
 
-mod common;
+use crate::common;
 
 use common::example::{command, start};
 use common::http::{get, get_with_token};

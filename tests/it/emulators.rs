@@ -7,7 +7,7 @@
 //!   `GlobalSignOut`;
 //! - moto ignores `exp` in `GetUser` (the crate's own check is what refuses expired tokens).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

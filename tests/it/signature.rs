@@ -1,6 +1,6 @@
 //! The signature pre-check: forged tokens never reach `GetUser`; keys are fetched sparingly.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Reliability and hostile input: outages, the quota guard, and garbage sent on purpose.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

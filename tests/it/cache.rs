@@ -2,7 +2,7 @@
 //!
 //! Call counts come from a fake upstream; the revocation-delay tests use the emulator.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! The verifier against the emulator: the local checks, `GetUser`, revocation, outages.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Fleet mode: three instances sharing one real redis-server.
 #![cfg(feature = "redis")]
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -421,4 +421,26 @@ async fn copied_redis_entries_grant_nothing_on_three_example_servers() {
     assert_eq!(me.status, 200, "{}", me.body);
     assert_eq!(me.json()["username"], "alice");
     assert_eq!(me.json()["groups"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn redis_settings_apply_in_any_order() {
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
+    let verifier = Verifier::builder(FAKE_POOL)
+        .client_id(FAKE_CLIENT)
+        .endpoint_url(fake.endpoint())
+        .redis_prefix("tenant-x:")
+        .redis_timeout(Duration::from_millis(80))
+        .redis(redis.url())
+        .build_hydrated()
+        .await
+        .unwrap();
+    let token = fake_token("ordered", 3600);
+    verifier.verify(&token).await.unwrap();
+    let key = entry_key(&token).replacen("actix-cognito:", "tenant-x:", 1);
+    assert_eq!(redis.cmd(&["EXISTS", &key]).await, redis::Value::Int(1));
+    assert_eq!(redis.cmd(&["EXISTS", &entry_key(&token)]).await, redis::Value::Int(0));
+    let err =
+        Verifier::builder(FAKE_POOL).client_id(FAKE_CLIENT).redis(redis.url()).redis_prefix("a*").build();
+    assert!(matches!(err, Err(actix_cognito::ConfigError::InvalidSetting { setting: "redis_prefix", .. })));
 }

@@ -1,6 +1,6 @@
 //! Operations: metrics that move as the requests say, readiness, RFC 9728 metadata.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! The middleware and extractor over real HTTP, against the emulator and a fake upstream.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 
