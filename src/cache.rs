@@ -433,6 +433,8 @@ pub struct Stats {
     pub entry_bytes: u64,
     /// Rejections now held.
     pub negative_entries: u64,
+    /// JWKS fetches, every pool's.
+    pub jwks_fetches: u64,
 }
 
 impl Stats {
@@ -466,6 +468,7 @@ impl Stats {
             entries: cache.fresh.entry_count(),
             entry_bytes: cache.fresh.weighted_size(),
             negative_entries: cache.negative.as_ref().map_or(0, Cache::entry_count),
+            jwks_fetches: 0,
         }
     }
 }

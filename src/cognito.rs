@@ -32,6 +32,28 @@ pub(crate) struct Cognito {
     retry_after: Duration,
 }
 
+/// A boxed future of the seams below.
+pub(crate) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The remote calls a token authorizes: `GetUser` and `GlobalSignOut`. The SDK client is the
+/// implementation; the verifier's own unit tests put an in-process fake behind the seam.
+pub(crate) trait Introspect: Send + Sync {
+    /// Whether the token is still good, and whose it is.
+    fn get_user<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<GetUserAnswer, VerifyError>>;
+    /// Signs the token's user out everywhere.
+    fn global_sign_out<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), VerifyError>>;
+}
+
+impl Introspect for Cognito {
+    fn get_user<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<GetUserAnswer, VerifyError>> {
+        Box::pin(Cognito::get_user(self, token))
+    }
+
+    fn global_sign_out<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), VerifyError>> {
+        Box::pin(Cognito::global_sign_out(self, token))
+    }
+}
+
 /// What `GetUser` says of a token it accepts.
 pub(crate) struct GetUserAnswer {
     pub(crate) username: String,
@@ -69,11 +91,6 @@ impl Cognito {
             conf = conf.endpoint_url(endpoint.clone());
         }
         Cognito { client: Client::from_conf(conf.build()), retry_after: s.retry_after }
-    }
-
-    /// The `Retry-After` to suggest when Cognito is unavailable.
-    pub(crate) fn retry_after(&self) -> Duration {
-        self.retry_after
     }
 
     /// Asks Cognito whether the token is still good, and whose it is.

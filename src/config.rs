@@ -53,6 +53,8 @@ pub struct VerifierBuilder {
     /// The `SdkConfig`'s region and endpoint, when one was given.
     sdk_region: Option<String>,
     sdk_endpoint: Option<String>,
+    /// In-process stand-ins, for the crate's own tests.
+    seams: crate::verifier::Seams,
 }
 
 impl Verifier {
@@ -94,7 +96,15 @@ impl VerifierBuilder {
             sdk: None,
             sdk_region: None,
             sdk_endpoint: None,
+            seams: crate::verifier::Seams::default(),
         }
+    }
+
+    /// Puts in-process stand-ins behind the seams (tests of this crate only).
+    #[cfg(test)]
+    pub(crate) fn seams(mut self, seams: crate::verifier::Seams) -> Self {
+        self.seams = seams;
+        self
     }
 
     /// Builds the Cognito client from this shared AWS configuration, as every AWS service of
@@ -339,6 +349,7 @@ impl VerifierBuilder {
     /// trouble never fails a request: each operation has a 50 ms timeout and a failure skips
     /// Redis for 5 s.
     #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, url: impl Into<String>) -> Self {
         self.redis = Some(url.into());
         self
@@ -347,6 +358,7 @@ impl VerifierBuilder {
     /// The prefix of every Redis key and of the pub/sub channel (default `actix-cognito:`).
     /// Instances share verdicts only with instances of the same prefix.
     #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.redis_prefix = prefix.into();
         self
@@ -354,6 +366,7 @@ impl VerifierBuilder {
 
     /// The timeout of each Redis operation (default 50 ms, at most 5 s).
     #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_timeout(mut self, timeout: Duration) -> Self {
         self.redis_timeout = timeout;
         self
@@ -430,6 +443,7 @@ impl VerifierBuilder {
             pools,
             max_in_flight: self.max_in_flight,
             max_per_second,
+            seams: self.seams,
         }))
     }
 

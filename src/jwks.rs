@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -16,6 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+use crate::cognito::BoxFuture;
 use crate::error::{Rejection, Unavailable, UnavailableKind, VerifyError};
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
@@ -31,12 +32,39 @@ pub(crate) struct JwksSettings {
     pub(crate) retry_after: Duration,
 }
 
+/// Where the keys come from: an HTTPS GET in production, an in-process fake in unit tests.
+pub(crate) trait FetchKeys: Send + Sync {
+    /// The JWKS document at `url`, read within `timeout`.
+    fn fetch<'a>(&'a self, url: &'a str, timeout: Duration) -> BoxFuture<'a, Result<Bytes, String>>;
+}
+
+impl FetchKeys for HttpsClient {
+    fn fetch<'a>(&'a self, url: &'a str, timeout: Duration) -> BoxFuture<'a, Result<Bytes, String>> {
+        Box::pin(async move {
+            let uri: http::Uri = url.parse().map_err(|e| format!("bad JWKS URL: {e}"))?;
+            let response = tokio::time::timeout(timeout, self.get(uri))
+                .await
+                .map_err(|_| "timed out".to_owned())?
+                .map_err(|e| format!("request failed: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("answered {}", response.status()));
+            }
+            let body =
+                tokio::time::timeout(timeout, Limited::new(response.into_body(), MAX_JWKS_BYTES).collect())
+                    .await
+                    .map_err(|_| "timed out".to_owned())?
+                    .map_err(|e| format!("body: {e}"))?;
+            Ok(body.to_bytes())
+        })
+    }
+}
+
 pub(crate) struct KeySet {
     settings: JwksSettings,
-    http: HttpsClient,
+    http: Arc<dyn FetchKeys>,
     keys: RwLock<Arc<HashMap<String, DecodingKey>>>,
     /// Held while fetching, so concurrent misses wait for one fetch; holds the last attempt.
-    refresh: tokio::sync::Mutex<Option<Instant>>,
+    refresh: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     /// When the keys were last fetched successfully, Unix seconds (`i64::MIN`: never).
     fetched_at: AtomicI64,
     fetches: AtomicU64,
@@ -45,9 +73,17 @@ pub(crate) struct KeySet {
 
 impl KeySet {
     pub(crate) fn new(settings: JwksSettings, fetched: metrics::Counter) -> Self {
+        Self::with_source(settings, fetched, Arc::new(https_client()))
+    }
+
+    pub(crate) fn with_source(
+        settings: JwksSettings,
+        fetched: metrics::Counter,
+        http: Arc<dyn FetchKeys>,
+    ) -> Self {
         KeySet {
             fetched,
-            http: https_client(),
+            http,
             settings,
             keys: RwLock::default(),
             refresh: Default::default(),
@@ -131,7 +167,7 @@ impl KeySet {
                 Err(self.unavailable())
             };
         }
-        *last = Some(Instant::now());
+        *last = Some(tokio::time::Instant::now());
         match self.fetch().await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -152,7 +188,7 @@ impl KeySet {
         if self.key_count() > 0 {
             return Ok(self.key_count());
         }
-        *last = Some(Instant::now());
+        *last = Some(tokio::time::Instant::now());
         self.fetch().await
     }
 
@@ -162,23 +198,7 @@ impl KeySet {
         self.fetched.increment(1);
         // A key published after this instant may be missing from the answer.
         let started = crate::token::unix_now();
-        let uri: http::Uri = self.settings.url.parse().map_err(|e| format!("bad JWKS URL: {e}"))?;
-        let request = self.http.get(uri);
-        let response = tokio::time::timeout(self.settings.timeout, request)
-            .await
-            .map_err(|_| "timed out".to_owned())?
-            .map_err(|e| format!("request failed: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("answered {}", response.status()));
-        }
-        let body = tokio::time::timeout(
-            self.settings.timeout,
-            Limited::new(response.into_body(), MAX_JWKS_BYTES).collect(),
-        )
-        .await
-        .map_err(|_| "timed out".to_owned())?
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes();
+        let body = self.http.fetch(&self.settings.url, self.settings.timeout).await?;
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
         let keys: HashMap<String, DecodingKey> = set
             .keys

@@ -8,6 +8,7 @@
 //!
 //! `GetUser` needs no AWS credentials: the token is the authorization.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 mod cache;
@@ -28,6 +29,7 @@ mod user;
 mod verifier;
 
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
 
 /// The token parser and claim checks, for the fuzz targets in `fuzz/` and the benchmarks.

@@ -1,4 +1,4 @@
-//! The Actix middleware: bearer token in, [`CognitoUser`](crate::CognitoUser) in the request's extensions out.
+//! The Actix middleware: bearer token in, a verified principal for the extractors out.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -72,7 +72,9 @@ struct AuthConfig {
 }
 
 /// Middleware that lets a request through only with a Cognito access token that Cognito still
-/// accepts, and puts the [`CognitoUser`](crate::CognitoUser) in the request's extensions for the handlers.
+/// accepts, and hands the verified principal to the handlers: they take
+/// [`CognitoUser`](crate::CognitoUser), `Option<CognitoUser>`, [`Principal`],
+/// [`MachineClient`](crate::MachineClient) or [`BearerToken`](crate::BearerToken) as arguments.
 ///
 /// Build the [`Verifier`] once, outside `HttpServer::new`, and give each worker a clone: all
 /// `CognitoAuth`s made from one verifier share its cache.

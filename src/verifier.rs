@@ -7,14 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cache::{CacheSettings, Counters, Flight, Loaded, Outcome, Stats, Target, VerdictCache};
-use crate::cognito::CallSettings;
-use crate::cognito::Cognito;
+use crate::cognito::{CallSettings, Cognito, Introspect};
 use crate::error::{ConfigError, Rejection, Unavailable, UnavailableKind, VerifyError};
 #[cfg(feature = "redis")]
 use crate::fleet::{unix_ms, Fleet, Message, Shared};
 use crate::guard::QuotaGuard;
 use crate::issuer::Issuers;
-use crate::jwks::{JwksSettings, KeySet};
+use crate::jwks::{FetchKeys, JwksSettings, KeySet};
 use crate::ops::{Readiness, RedisState, ResourceMetadata};
 use crate::telemetry::Telemetry;
 use crate::token::{self, ClaimPolicy, Claims, TokenKey};
@@ -63,6 +62,7 @@ struct Inner {
     get_user_failed: AtomicI64,
     /// Whether a task is fetching the keys until it has them.
     loading_keys: AtomicBool,
+    retry_after: Duration,
 }
 
 /// The parts a built verifier is made of.
@@ -78,6 +78,24 @@ pub(crate) struct Settings {
     #[cfg(feature = "redis")]
     pub(crate) fleet: Option<crate::fleet::Fleet>,
     pub(crate) telemetry: Telemetry,
+    /// Stand-ins for Cognito and the JWKS endpoint, for the crate's in-process tests.
+    pub(crate) seams: Seams,
+}
+
+/// What a verifier calls out to; `None` for the real thing.
+#[derive(Clone, Default)]
+pub(crate) struct Seams {
+    pub(crate) introspect: Option<Arc<dyn Introspect>>,
+    pub(crate) keys: Option<Arc<dyn FetchKeys>>,
+}
+
+impl std::fmt::Debug for Seams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seams")
+            .field("introspect", &self.introspect.as_ref().map(|_| "in-process"))
+            .field("keys", &self.keys.as_ref().map(|_| "in-process"))
+            .finish()
+    }
 }
 
 /// One pool of a verifier.
@@ -92,7 +110,7 @@ struct Pool {
     id: Arc<str>,
     region: String,
     keys: Option<KeySet>,
-    cognito: Cognito,
+    cognito: Arc<dyn Introspect>,
 }
 
 /// The most distinct unexpected issuer origins reported.
@@ -135,18 +153,26 @@ impl std::fmt::Debug for Verifier {
 impl Verifier {
     pub(crate) fn from_settings(s: Settings) -> Self {
         // One client per region, shared by the pools of that region.
-        let mut clients: HashMap<String, Cognito> = HashMap::new();
+        let mut clients: HashMap<String, Arc<dyn Introspect>> = HashMap::new();
         let pools = s
             .pools
             .into_iter()
             .map(|p| {
                 let cognito = clients
                     .entry(p.region.clone())
-                    .or_insert_with(|| {
-                        Cognito::new(&CallSettings { region: p.region.clone(), ..s.call.clone() })
+                    .or_insert_with(|| match &s.seams.introspect {
+                        Some(fake) => fake.clone(),
+                        None => Arc::new(Cognito::new(&CallSettings {
+                            region: p.region.clone(),
+                            ..s.call.clone()
+                        })),
                     })
                     .clone();
-                let keys = p.jwks.map(|j| KeySet::new(j, s.telemetry.jwks_fetches.clone()));
+                let fetched = s.telemetry.jwks_fetches.clone();
+                let keys = p.jwks.map(|j| match &s.seams.keys {
+                    Some(fake) => KeySet::with_source(j, fetched, fake.clone()),
+                    None => KeySet::new(j, fetched),
+                });
                 Pool { id: Arc::from(p.id), region: p.region, keys, cognito }
             })
             .collect();
@@ -159,6 +185,7 @@ impl Verifier {
             get_user_answered: AtomicI64::new(i64::MIN),
             get_user_failed: AtomicI64::new(i64::MIN),
             loading_keys: AtomicBool::new(false),
+            retry_after: s.call.retry_after,
             #[cfg(feature = "redis")]
             fleet: s.fleet,
             cache: VerdictCache::new(s.cache),
@@ -422,7 +449,7 @@ impl Verifier {
                 Outcome::Revoked => continue,
             }
         }
-        Err(Unavailable::new(UnavailableKind::Other, inner.pools[0].cognito.retry_after()).into())
+        Err(Unavailable::new(UnavailableKind::Other, inner.retry_after).into())
     }
 
     /// The local claim checks. With `machines`, a machine token passes them too.
@@ -651,12 +678,159 @@ impl Verifier {
     /// Entry counts lag behind by the cache's pending maintenance; see
     /// [`run_pending_tasks`](Self::run_pending_tasks).
     pub fn stats(&self) -> Stats {
-        Stats::read(&self.0.cache)
+        Stats { jwks_fetches: self.jwks_fetches(), ..Stats::read(&self.0.cache) }
     }
 
     /// Runs the caches' pending maintenance (evictions, expirations, invalidations) now, so
     /// that [`stats`](Self::stats) counts exactly.
     pub async fn run_pending_tasks(&self) {
         self.0.cache.run_pending_tasks().await;
+    }
+}
+
+/// In-process tests: a fake Cognito and a fake JWKS endpoint behind the seams, and tokio's
+/// paused clock for the timing policies.
+#[cfg(all(test, feature = "test-util"))]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::cognito::{BoxFuture, GetUserAnswer};
+    use crate::testing::{access_claims, TestSigner};
+
+    const POOL: &str = "eu-west-1_Seams";
+    const CLIENT: &str = "seamclient";
+
+    /// Answers `GetUser` as the token's own user after `delay` (on tokio's clock), or refuses
+    /// the tokens revoked when their call arrives.
+    #[derive(Default)]
+    struct FakeCognito {
+        calls: AtomicU64,
+        delay: Mutex<Duration>,
+        revoked: Mutex<HashSet<String>>,
+    }
+
+    impl Introspect for FakeCognito {
+        fn get_user<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<GetUserAnswer, VerifyError>> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, SeqCst);
+                let revoked = self.revoked.lock().unwrap().contains(token);
+                let delay = *self.delay.lock().unwrap();
+                tokio::time::sleep(delay).await;
+                if revoked {
+                    return Err(Rejection::NotAuthorized.into());
+                }
+                let claims = token::parse(token.as_bytes(), 8192).unwrap();
+                Ok(GetUserAnswer { username: claims.username.unwrap_or_default(), attributes: vec![] })
+            })
+        }
+
+        fn global_sign_out<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), VerifyError>> {
+            self.revoked.lock().unwrap().insert(token.to_owned());
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// Serves a JWKS document and counts the fetches.
+    struct FakeKeys {
+        jwks: Mutex<String>,
+        fetches: AtomicU64,
+    }
+
+    impl FetchKeys for FakeKeys {
+        fn fetch<'a>(&'a self, _url: &'a str, _timeout: Duration) -> BoxFuture<'a, Result<Bytes, String>> {
+            self.fetches.fetch_add(1, SeqCst);
+            let body = Bytes::from(self.jwks.lock().unwrap().clone());
+            Box::pin(async move { Ok(body) })
+        }
+    }
+
+    fn fixture() -> (Verifier, Arc<FakeCognito>, Arc<FakeKeys>) {
+        let cognito = Arc::new(FakeCognito::default());
+        let keys = Arc::new(FakeKeys {
+            jwks: Mutex::new(TestSigner::default().jwks().to_string()),
+            fetches: AtomicU64::new(0),
+        });
+        let seams = Seams { introspect: Some(cognito.clone()), keys: Some(keys.clone()) };
+        let verifier =
+            Verifier::builder(POOL).client_id(CLIENT).endpoint_from_env(false).seams(seams).build().unwrap();
+        (verifier, cognito, keys)
+    }
+
+    fn token(signer: &TestSigner, sub: &str) -> String {
+        signer.sign(&access_claims(POOL, CLIENT, sub, 3600))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_thousand_concurrent_requests_with_one_new_token_cost_one_call() {
+        let (verifier, cognito, _) = fixture();
+        *cognito.delay.lock().unwrap() = Duration::from_millis(200);
+        let token = token(&TestSigner::default(), "crowd");
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..1000 {
+            let (v, t) = (verifier.clone(), token.clone());
+            tasks.spawn(async move { v.verify(&t).await.map(|u| u.username().to_owned()) });
+        }
+        while let Some(r) = tasks.join_next().await {
+            assert_eq!(r.unwrap().unwrap(), "user-crowd");
+        }
+        assert_eq!(cognito.calls.load(SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_after_a_sign_out_never_joins_the_answer_of_a_call_made_before_it() {
+        let (verifier, cognito, _) = fixture();
+        *cognito.delay.lock().unwrap() = Duration::from_secs(1);
+        let token = token(&TestSigner::default(), "leaver");
+        let before = tokio::spawn({
+            let (v, t) = (verifier.clone(), token.clone());
+            async move { v.verify(&t).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // What POST /logout does, while the first call is on its way: Cognito revokes the
+        // token, then the verdicts go.
+        cognito.revoked.lock().unwrap().insert(token.clone());
+        verifier.invalidate_user("leaver").await;
+        let after = verifier.verify(&token).await;
+        assert_eq!(after.unwrap_err(), VerifyError::Rejected(Rejection::NotAuthorized));
+        let _ = before.await.unwrap();
+        assert_eq!(
+            verifier.verify(&token).await.unwrap_err(),
+            VerifyError::Rejected(Rejection::NotAuthorized)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_kid_flood_costs_one_fetch_per_window_and_a_rotated_key_is_accepted_within_it() {
+        let (verifier, _, keys) = fixture();
+        verifier.hydrate().await.unwrap();
+        let flood = |i: u64| {
+            let mut claims = access_claims(POOL, CLIENT, "flood", 3600);
+            claims["iat"] = (token::unix_now() + 3600).into();
+            TestSigner::with_kid(&format!("attacker-{i}")).sign(&claims)
+        };
+        // Ten seconds of flood, 100 tokens a second.
+        for i in 0..500 {
+            assert_eq!(verifier.verify(&flood(i)).await.unwrap_err(), Rejection::UnknownKey.into());
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        *keys.jwks.lock().unwrap() = serde_json::json!({
+            "keys": [TestSigner::default().jwk(), TestSigner::with_kid("rotated").jwk()]
+        })
+        .to_string();
+        let rotated = tokio::time::Instant::now();
+        let mut i = 500;
+        while verifier.verify(&token(&TestSigner::with_kid("rotated"), "new")).await.is_err() {
+            assert!(rotated.elapsed() <= Duration::from_secs(5), "the rotated key is still refused");
+            assert_eq!(verifier.verify(&flood(i)).await.unwrap_err(), Rejection::UnknownKey.into());
+            tokio::time::advance(Duration::from_millis(10)).await;
+            i += 1;
+        }
+        // The hydration, then one fetch per 5 s window of the flood.
+        let windows = (tokio::time::Instant::now() - rotated + Duration::from_secs(5)).as_secs() / 5 + 1;
+        assert!(keys.fetches.load(SeqCst) <= 1 + windows + 1, "{} fetches", keys.fetches.load(SeqCst));
     }
 }
