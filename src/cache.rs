@@ -43,11 +43,9 @@ impl Default for CacheSettings {
     }
 }
 
-/// A load in flight: which token and user it is for, and whether an invalidation hit it.
+/// Whether an invalidation hit a load while it was in flight. The entry the load makes keeps it
+/// (one small allocation); what the load was for is kept only while it is registered.
 pub(crate) struct Flight {
-    key: TokenKey,
-    sub: Box<str>,
-    username: Option<Box<str>>,
     revoked: AtomicBool,
 }
 
@@ -55,7 +53,17 @@ impl Flight {
     pub(crate) fn revoked(&self) -> bool {
         self.revoked.load(Relaxed)
     }
+}
 
+/// A load in flight: which token and user it is for.
+struct Registered {
+    key: TokenKey,
+    sub: Box<str>,
+    username: Option<Box<str>>,
+    flight: Arc<Flight>,
+}
+
+impl Registered {
     fn matches(&self, target: &Target<'_>) -> bool {
         match target {
             Target::Token(key) => self.key == **key,
@@ -81,7 +89,7 @@ impl FlightGuard<'_> {
 impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
         let mut flights = self.cache.flights.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = flights.iter().position(|f| Arc::ptr_eq(f, &self.flight)) {
+        if let Some(i) = flights.iter().position(|f| Arc::ptr_eq(&f.flight, &self.flight)) {
             flights.swap_remove(i);
         }
     }
@@ -137,7 +145,7 @@ impl Expiry<TokenKey, Entry> for UntilExpiry {
 }
 
 /// Heap bytes an entry holds beyond its principal: the cache's own node, key and expiry data.
-const ENTRY_OVERHEAD: usize = 160;
+const ENTRY_OVERHEAD: usize = 184;
 
 pub(crate) struct VerdictCache {
     pub(crate) settings: CacheSettings,
@@ -150,7 +158,7 @@ pub(crate) struct VerdictCache {
     stale: Option<Cache<TokenKey, Entry>>,
     /// The profile of each user with a cached token, by `sub`.
     profiles: Mutex<HashMap<Box<str>, Weak<Profile>>>,
-    flights: Mutex<Vec<Arc<Flight>>>,
+    flights: Mutex<Vec<Registered>>,
 }
 
 impl VerdictCache {
@@ -211,13 +219,13 @@ impl VerdictCache {
 
     /// Registers a load for `key`, so that invalidations that run while it is in flight mark it.
     pub(crate) fn begin(&self, key: TokenKey, claims: &Claims) -> FlightGuard<'_> {
-        let flight = Arc::new(Flight {
+        let flight = Arc::new(Flight { revoked: AtomicBool::new(false) });
+        self.flights.lock().unwrap_or_else(|e| e.into_inner()).push(Registered {
             key,
             sub: claims.sub.as_str().into(),
             username: claims.username.as_deref().map(Into::into),
-            revoked: AtomicBool::new(false),
+            flight: flight.clone(),
         });
-        self.flights.lock().unwrap_or_else(|e| e.into_inner()).push(flight.clone());
         FlightGuard { cache: self, flight }
     }
 
@@ -331,9 +339,9 @@ impl VerdictCache {
 
     /// Drops the matching verdicts and marks the matching loads in flight.
     pub(crate) fn invalidate(&self, target: Target<'_>) {
-        for flight in self.flights.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            if flight.matches(&target) {
-                flight.revoked.store(true, Relaxed);
+        for registered in self.flights.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if registered.matches(&target) {
+                registered.flight.revoked.store(true, Relaxed);
             }
         }
         let positive = std::iter::once(&self.fresh).chain(&self.stale);

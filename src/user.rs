@@ -216,8 +216,9 @@ struct Inner {
     profile: Arc<Profile>,
     /// The user pool the token came from.
     pool: Arc<str>,
-    /// Every claim of the token, as its JSON payload.
-    claims: Box<str>,
+    /// The claims not kept below or in the profile, as a JSON object (`iss`, `token_use`,
+    /// `event_id`, `version`, and those a pre-token-generation trigger added).
+    extra: Box<str>,
     /// The token's claims: client id, jti, origin_jti, scopes, groups.
     text: Box<str>,
     spans: Box<[Span]>,
@@ -243,7 +244,7 @@ impl CognitoUser {
         CognitoUser(Arc::new(Inner {
             profile,
             pool,
-            claims: claims.json.clone(),
+            extra: extra_claims(&claims.json),
             text,
             spans,
             scopes: scopes.min(u16::MAX as usize) as u16,
@@ -404,19 +405,60 @@ impl CognitoUser {
     /// Every claim of the token, as a JSON object: the standard ones and those a
     /// pre-token-generation trigger added. Parsed on each call.
     pub fn claims(&self) -> serde_json::Value {
-        parse_claims(&self.0.claims)
+        use serde_json::Value;
+        let mut claims: serde_json::Map<String, Value> = serde_json::from_str(&self.0.extra).unwrap_or_default();
+        let mut put = |name: &str, value: Value| {
+            claims.insert(name.to_owned(), value);
+        };
+        put("sub", self.sub().into());
+        put("username", self.username().into());
+        put("client_id", self.client_id().into());
+        if self.0.scopes > 0 {
+            put("scope", self.scopes().collect::<Vec<_>>().join(" ").into());
+        }
+        if self.groups().len() > 0 {
+            put("cognito:groups", self.groups().collect::<Vec<_>>().into());
+        }
+        put("exp", self.0.exp.into());
+        for (name, value) in [("iat", self.0.iat), ("auth_time", self.0.auth_time)] {
+            if let Some(v) = value {
+                put(name, v.into());
+            }
+        }
+        for (name, value) in [("jti", self.jti()), ("origin_jti", self.origin_jti())] {
+            if let Some(v) = value {
+                put(name, v.into());
+            }
+        }
+        Value::Object(claims)
     }
 
     /// One claim of the token, as `T` (a string, a number, a list, a map...): `None` when the
     /// token lacks it or it is not a `T`. Parsed on each call.
     pub fn claim<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
-        claim_of(&self.0.claims, name)
+        match self.claims() {
+            serde_json::Value::Object(mut claims) => serde_json::from_value(claims.remove(name)?).ok(),
+            _ => None,
+        }
     }
 
     /// The id shared by every token of one sign-in (`origin_jti`); revoked together.
     pub fn origin_jti(&self) -> Option<&str> {
         self.0.has_origin_jti.then(|| self.span(ORIGIN_JTI))
     }
+}
+
+/// The claims a principal keeps elsewhere (its spans, its profile, its fields).
+const KEPT_CLAIMS: [&str; 10] =
+    ["sub", "username", "client_id", "scope", "cognito:groups", "exp", "iat", "auth_time", "jti", "origin_jti"];
+
+/// The token's other claims, as a JSON object.
+fn extra_claims(json: &str) -> Box<str> {
+    let mut claims: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).unwrap_or_default();
+    KEPT_CLAIMS.iter().for_each(|k| {
+        claims.remove(*k);
+    });
+    serde_json::to_string(&claims).unwrap_or_default().into_boxed_str()
 }
 
 fn parse_claims(json: &str) -> serde_json::Value {
