@@ -406,7 +406,8 @@ impl CognitoUser {
     /// pre-token-generation trigger added. Parsed on each call.
     pub fn claims(&self) -> serde_json::Value {
         use serde_json::Value;
-        let mut claims: serde_json::Map<String, Value> = serde_json::from_str(&self.0.extra).unwrap_or_default();
+        let mut claims: serde_json::Map<String, Value> =
+            serde_json::from_str(&self.0.extra).unwrap_or_default();
         let mut put = |name: &str, value: Value| {
             claims.insert(name.to_owned(), value);
         };
@@ -449,12 +450,23 @@ impl CognitoUser {
 }
 
 /// The claims a principal keeps elsewhere (its spans, its profile, its fields).
-const KEPT_CLAIMS: [&str; 10] =
-    ["sub", "username", "client_id", "scope", "cognito:groups", "exp", "iat", "auth_time", "jti", "origin_jti"];
+const KEPT_CLAIMS: [&str; 10] = [
+    "sub",
+    "username",
+    "client_id",
+    "scope",
+    "cognito:groups",
+    "exp",
+    "iat",
+    "auth_time",
+    "jti",
+    "origin_jti",
+];
 
 /// The token's other claims, as a JSON object.
 fn extra_claims(json: &str) -> Box<str> {
-    let mut claims: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).unwrap_or_default();
+    let mut claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).unwrap_or_default();
     KEPT_CLAIMS.iter().for_each(|k| {
         claims.remove(*k);
     });
