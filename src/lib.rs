@@ -7,6 +7,52 @@
 //! attributes come with it.
 //!
 //! `GetUser` needs no AWS credentials: the token is the authorization.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use actix_cognito::{BearerToken, CognitoAuth, CognitoUser, Verifier};
+//! use actix_web::{web, App, HttpServer, Responder};
+//!
+//! async fn me(user: CognitoUser) -> impl Responder {
+//!     format!("{} ({}) <{}>", user.username(), user.pool_id(), user.email().unwrap_or("-"))
+//! }
+//!
+//! async fn logout(token: BearerToken, verifier: web::Data<Verifier>) -> impl Responder {
+//!     // Revokes every token of the sign-in, and drops their verdicts at once.
+//!     verifier.global_sign_out(token.as_str()).await.map(|()| "signed out").map_err(|e| {
+//!         actix_web::error::ErrorServiceUnavailable(e.to_string())
+//!     })
+//! }
+//!
+//! #[actix_web::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+//!     // Once, outside HttpServer::new: every worker and every scope shares its cache.
+//!     let verifier = Verifier::builder("eu-west-1_AbC123xyz")
+//!         .client_id("4p1l2vq8example")
+//!         .sdk_config(&shared)
+//!         .build_hydrated() // a wrong pool id, region or network fails here, naming the fix
+//!         .await?;
+//!     HttpServer::new(move || {
+//!         App::new().app_data(web::Data::new(verifier.clone())).service(
+//!             web::scope("/api")
+//!                 .wrap(CognitoAuth::new(verifier.clone()))
+//!                 .route("/me", web::get().to(me))
+//!                 .route("/logout", web::post().to(logout)),
+//!         )
+//!     })
+//!     .bind(("127.0.0.1", 8080))?
+//!     .run()
+//!     .await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A request's path through the crate: the bearer token, its local checks (size,
+//! `token_use`, `iss`, `client_id`, `exp`), the signature against the pool's JWKS, the verdict
+//! cache (single flight, capped at `exp`, bounded in bytes), then `GetUser`; the middleware
+//! turns the verdict into 401, 403 or 503, and the extractors hand the principal to handlers.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
