@@ -7,7 +7,7 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 
 use crate::middleware::{find_token, AuthError, AuthErrorKind, AuthState};
-use crate::user::{CognitoUser, MachineClient, Principal};
+use crate::user::{CognitoUser, IdTokenUser, MachineClient, Principal};
 
 /// The principal the middleware left, or why there is none.
 fn principal(req: &HttpRequest) -> Result<Principal, AuthError> {
@@ -39,7 +39,7 @@ impl FromRequest for CognitoUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(match principal(req) {
             Ok(Principal::User(user)) => Ok(user),
-            Ok(Principal::Machine(_)) => Err(wrong_kind(req)),
+            Ok(Principal::Machine(_) | Principal::IdToken(_)) => Err(wrong_kind(req)),
             Err(e) => Err(e),
         })
     }
@@ -54,7 +54,22 @@ impl FromRequest for MachineClient {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(match principal(req) {
             Ok(Principal::Machine(m)) => Ok(m),
-            Ok(Principal::User(_)) => Err(wrong_kind(req)),
+            Ok(Principal::User(_) | Principal::IdToken(_)) => Err(wrong_kind(req)),
+            Err(e) => Err(e),
+        })
+    }
+}
+
+/// The ID-token user a [`CognitoAuth`](crate::CognitoAuth) with
+/// [`allow_id_tokens`](crate::CognitoAuth::allow_id_tokens) verified; anyone else gets 403.
+impl FromRequest for IdTokenUser {
+    type Error = AuthError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(match principal(req) {
+            Ok(Principal::IdToken(i)) => Ok(i),
+            Ok(_) => Err(wrong_kind(req)),
             Err(e) => Err(e),
         })
     }

@@ -131,7 +131,7 @@ pub use error::{ConfigError, Rejection, Unavailable, UnavailableKind, VerifyErro
 pub use extract::BearerToken;
 pub use middleware::{AuthError, AuthErrorKind, CognitoAuth};
 pub use ops::{Readiness, RedisState, ResourceMetadata, RESOURCE_METADATA_PATH};
-pub use user::{Attributes, CognitoUser, MachineClient, Names, Principal};
+pub use user::{Attributes, CognitoUser, IdTokenUser, MachineClient, Names, Principal};
 pub use verifier::Verifier;
 
 #[cfg(doctest)]

@@ -18,6 +18,7 @@ use tracing::Instrument as _;
 use crate::error::{Rejection, Unavailable, VerifyError};
 use crate::token::strip_bearer;
 use crate::user::Principal;
+use crate::verifier::Accept;
 use crate::verifier::Verifier;
 
 type ErrorHandler = Arc<dyn Fn(&AuthError, &HttpRequest) -> HttpResponse + Send + Sync>;
@@ -61,7 +62,7 @@ struct AuthConfig {
     /// metadata URL when set.
     params: Arc<str>,
     optional: bool,
-    machines: bool,
+    accept: Accept,
     source: Arc<TokenSource>,
     groups: Option<Requirement>,
     scopes: Option<Requirement>,
@@ -148,7 +149,7 @@ impl CognitoAuth {
                 resource_metadata: None,
                 params: Arc::from("realm=\"api\""),
                 optional: false,
-                machines: false,
+                accept: Accept::default(),
                 source: Arc::default(),
                 groups: None,
                 scopes: None,
@@ -211,7 +212,25 @@ impl CognitoAuth {
                     .into(),
             );
         }
-        self.config.machines = true;
+        self.config.accept.machines = true;
+        self
+    }
+
+    /// Also accepts ID tokens, as many Amplify front ends send (and API Gateway's Cognito
+    /// authorizer takes). No Cognito API accepts an ID token, so one is verified **locally
+    /// only**: signature, `iss`, `aud` among the app clients, `token_use` = `id`, `exp`. It
+    /// **cannot be revoked before it expires** (a sign-out, a disabled or a deleted user go
+    /// unnoticed until then) and carries the attributes of sign-in time. Handlers take
+    /// [`IdTokenUser`](crate::IdTokenUser) or [`Principal`]; group requirements apply. Routes
+    /// that do not call this refuse ID tokens locally. Needs the verifier's signature check.
+    pub fn allow_id_tokens(mut self) -> Self {
+        if self.verifier.jwks_url().is_none() {
+            return self.mistake(
+                "allow_id_tokens needs the verifier's signature check: remove `.signature_check(false)`"
+                    .into(),
+            );
+        }
+        self.config.accept.id_tokens = true;
         self
     }
 
@@ -445,7 +464,7 @@ async fn authenticate(
         latency_us = tracing::field::Empty,
     );
     let started = (!span.is_disabled()).then(Instant::now);
-    let (verdict, cache_hit) = verifier.verify_traced(&token, config.machines).instrument(span.clone()).await;
+    let (verdict, cache_hit) = verifier.verify_traced(&token, config.accept).instrument(span.clone()).await;
     if let Some(started) = started {
         let outcome = match &verdict {
             Ok(_) => "accepted",

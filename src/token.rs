@@ -62,6 +62,9 @@ pub(crate) struct Claims {
     pub(crate) iss: String,
     #[serde(default)]
     pub(crate) client_id: Option<String>,
+    /// An ID token's app client.
+    #[serde(default)]
+    pub(crate) aud: Option<String>,
     pub(crate) exp: i64,
     #[serde(default)]
     pub(crate) iat: Option<i64>,
@@ -167,6 +170,23 @@ impl ClaimPolicy {
         }
         if !claims.scopes().any(|s| s == ADMIN_SCOPE) {
             return Err(Rejection::MissingAdminScope);
+        }
+        Ok(pool)
+    }
+
+    /// Checks an ID token's claims (on routes that accept them): `token_use` = `id`, `iss`,
+    /// `aud` among the app clients, `exp`. Returns the token's pool.
+    pub(crate) fn check_id(&self, claims: &Claims, now: i64) -> Result<usize, Rejection> {
+        if claims.token_use != "id" {
+            return Err(Rejection::NotAccessToken);
+        }
+        let pool = self.pool_of(&claims.iss).ok_or(Rejection::WrongIssuer)?;
+        match &claims.aud {
+            Some(aud) if self.client_ids.iter().any(|c| c == aud) => {}
+            _ => return Err(Rejection::WrongClient),
+        }
+        if claims.exp.saturating_add(self.leeway_secs) <= now {
+            return Err(Rejection::Expired);
         }
         Ok(pool)
     }

@@ -587,13 +587,123 @@ impl fmt::Debug for MachineClient {
     }
 }
 
+/// A user as an ID token describes them, on routes that accept ID tokens
+/// ([`CognitoAuth::allow_id_tokens`](crate::CognitoAuth::allow_id_tokens)).
+///
+/// No Cognito API accepts an ID token, so it is verified **locally only** (signature, `iss`,
+/// `aud` among the app clients, `token_use` = `id`, `exp`): it **cannot be revoked before it
+/// expires**, and its attributes are those at sign-in. Prefer access tokens where you can.
+#[derive(Clone)]
+pub struct IdTokenUser(Arc<IdInner>);
+
+struct IdInner {
+    /// Every claim, as the token's JSON payload.
+    claims: Box<str>,
+    /// The username, `sub`, `aud`, then the groups.
+    text: Box<str>,
+    spans: Box<[Span]>,
+    pool: Arc<str>,
+    exp: i64,
+}
+
+impl IdTokenUser {
+    pub(crate) fn new(claims: &Claims, pool: Arc<str>) -> Self {
+        let mut b = TextBuilder::default();
+        let username: Option<String> = claim_of(&claims.json, "cognito:username");
+        b.push(username.as_deref().or(claims.username.as_deref()).unwrap_or(&claims.sub));
+        b.push(&claims.sub);
+        b.push(claims.aud.as_deref().unwrap_or_default());
+        claims.groups.iter().for_each(|g| b.push(g));
+        let (text, spans) = b.finish();
+        IdTokenUser(Arc::new(IdInner { claims: claims.json.clone(), text, spans, pool, exp: claims.exp }))
+    }
+
+    fn span(&self, i: usize) -> &str {
+        let s = self.0.spans[i];
+        &self.0.text[s.start as usize..s.end as usize]
+    }
+
+    /// The username (`cognito:username`).
+    pub fn username(&self) -> &str {
+        self.span(0)
+    }
+
+    /// The user's immutable id (`sub`).
+    pub fn sub(&self) -> &str {
+        self.span(1)
+    }
+
+    /// The app client the token was issued to (`aud`).
+    pub fn client_id(&self) -> &str {
+        self.span(2)
+    }
+
+    /// The user pool the token came from.
+    pub fn pool_id(&self) -> &str {
+        &self.0.pool
+    }
+
+    /// The user's groups at sign-in (`cognito:groups`).
+    pub fn groups(&self) -> Names<'_> {
+        Names::new(&self.0.text, &self.0.spans[3..])
+    }
+
+    /// Whether the user was in `group` at sign-in.
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups().contains(group)
+    }
+
+    /// The `email` claim.
+    pub fn email(&self) -> Option<String> {
+        self.claim("email")
+    }
+
+    /// An attribute as the token carries it, such as `email` or `custom:tenant`, as text.
+    pub fn attribute(&self, name: &str) -> Option<String> {
+        match self.claim::<serde_json::Value>(name)? {
+            serde_json::Value::String(s) => Some(s),
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// Every claim of the token, as a JSON object. Parsed on each call.
+    pub fn claims(&self) -> serde_json::Value {
+        parse_claims(&self.0.claims)
+    }
+
+    /// One claim of the token, as `T`; `None` when absent or not a `T`. Parsed on each call.
+    pub fn claim<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        claim_of(&self.0.claims, name)
+    }
+
+    /// `exp` in seconds since the Unix epoch.
+    pub fn exp(&self) -> i64 {
+        self.0.exp
+    }
+}
+
+impl fmt::Debug for IdTokenUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdTokenUser")
+            .field("username", &self.username())
+            .field("sub", &self.sub())
+            .field("client_id", &self.client_id())
+            .field("groups", &self.groups())
+            .field("exp", &self.0.exp)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Who a verified token speaks for: a user, or (on routes that allow it) a machine.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Principal {
     /// A user, vouched for by `GetUser`.
     User(CognitoUser),
     /// An app client with a client-credentials token, verified locally.
     Machine(MachineClient),
+    /// A user presenting an ID token, verified locally (routes that allow ID tokens).
+    IdToken(IdTokenUser),
 }
 
 impl Principal {
@@ -601,7 +711,7 @@ impl Principal {
     pub fn user(&self) -> Option<&CognitoUser> {
         match self {
             Principal::User(u) => Some(u),
-            Principal::Machine(_) => None,
+            _ => None,
         }
     }
 
@@ -609,7 +719,15 @@ impl Principal {
     pub fn machine(&self) -> Option<&MachineClient> {
         match self {
             Principal::Machine(m) => Some(m),
-            Principal::User(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The ID-token user, if it is one.
+    pub fn id_token(&self) -> Option<&IdTokenUser> {
+        match self {
+            Principal::IdToken(i) => Some(i),
+            _ => None,
         }
     }
 
@@ -618,6 +736,7 @@ impl Principal {
         match self {
             Principal::User(u) => u.scopes(),
             Principal::Machine(m) => m.scopes(),
+            Principal::IdToken(_) => Names::new("", &[]),
         }
     }
 
@@ -626,6 +745,7 @@ impl Principal {
         match self {
             Principal::User(u) => u.groups(),
             Principal::Machine(_) => Names::new("", &[]),
+            Principal::IdToken(i) => i.groups(),
         }
     }
 
@@ -634,6 +754,7 @@ impl Principal {
         match self {
             Principal::User(u) => u.exp(),
             Principal::Machine(m) => m.exp(),
+            Principal::IdToken(i) => i.exp(),
         }
     }
 
@@ -642,6 +763,7 @@ impl Principal {
         match self {
             Principal::User(u) => u.claims(),
             Principal::Machine(m) => m.claims(),
+            Principal::IdToken(i) => i.claims(),
         }
     }
 
@@ -650,6 +772,7 @@ impl Principal {
         match self {
             Principal::User(u) => u.claim(name),
             Principal::Machine(m) => m.claim(name),
+            Principal::IdToken(i) => i.claim(name),
         }
     }
 
@@ -662,6 +785,13 @@ impl Principal {
                     + m.0.text.len()
                     + m.0.claims.len()
                     + std::mem::size_of_val(&*m.0.spans)
+            }
+            Principal::IdToken(i) => {
+                std::mem::size_of::<IdInner>()
+                    + 16
+                    + i.0.text.len()
+                    + i.0.claims.len()
+                    + std::mem::size_of_val(&*i.0.spans)
             }
         }
     }

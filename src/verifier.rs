@@ -17,7 +17,7 @@ use crate::jwks::{FetchKeys, JwksSettings, KeySet};
 use crate::ops::{Readiness, RedisState, ResourceMetadata};
 use crate::telemetry::Telemetry;
 use crate::token::{self, ClaimPolicy, Claims, TokenKey};
-use crate::user::{CognitoUser, MachineClient, Principal, Profile};
+use crate::user::{CognitoUser, IdTokenUser, MachineClient, Principal, Profile};
 
 /// Answers "is this access token good right now, and whose is it?" by asking Cognito, and
 /// remembers the answer briefly.
@@ -116,10 +116,38 @@ struct Pool {
 /// The most distinct unexpected issuer origins reported.
 const MAX_ISSUERS_REPORTED: usize = 32;
 
+/// Which tokens besides users' access tokens a request accepts.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Accept {
+    pub(crate) machines: bool,
+    pub(crate) id_tokens: bool,
+}
+
+impl Accept {
+    /// Whether a principal of this kind is accepted; the rejection if not.
+    fn admits(self, principal: &Principal) -> Result<(), Rejection> {
+        match principal {
+            Principal::User(_) => Ok(()),
+            Principal::Machine(_) if self.machines => Ok(()),
+            Principal::Machine(_) => Err(Rejection::MachineToken),
+            Principal::IdToken(_) if self.id_tokens => Ok(()),
+            Principal::IdToken(_) => Err(Rejection::NotAccessToken),
+        }
+    }
+}
+
+/// What kind of token passed the local checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    User,
+    Machine,
+    IdToken,
+}
+
 /// A token that passed the local checks.
 struct Checked {
     claims: Claims,
-    machine: bool,
+    kind: Kind,
     /// The token's pool.
     pool: usize,
 }
@@ -354,9 +382,25 @@ impl Verifier {
     /// # Errors
     /// As [`verify`](Self::verify).
     pub async fn verify_bytes(&self, token: &[u8]) -> Result<CognitoUser, VerifyError> {
-        match self.verify_traced(token, false).await.0? {
+        match self.verify_traced(token, Accept::default()).await.0? {
             Principal::User(user) => Ok(user),
             Principal::Machine(_) => Err(Rejection::MachineToken.into()),
+            Principal::IdToken(_) => Err(Rejection::NotAccessToken.into()),
+        }
+    }
+
+    /// Verifies an ID token, locally only: signature, `iss`, `aud` among the app clients,
+    /// `token_use` = `id`, `exp`. No Cognito API accepts ID tokens, so one **cannot be revoked
+    /// before it expires**. Needs the signature check.
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify); an access token is [`Rejection::NotAccessToken`]'s opposite
+    /// and is refused too ([`Rejection::Malformed`] for anything that is not an ID token).
+    pub async fn verify_id_token(&self, token: &str) -> Result<IdTokenUser, VerifyError> {
+        let accept = Accept { machines: false, id_tokens: true };
+        match self.verify_traced(token.as_bytes(), accept).await.0? {
+            Principal::IdToken(user) => Ok(user),
+            _ => Err(Rejection::Malformed.into()),
         }
     }
 
@@ -368,7 +412,7 @@ impl Verifier {
     /// # Errors
     /// As [`verify`](Self::verify).
     pub async fn verify_principal(&self, token: &str) -> Result<Principal, VerifyError> {
-        self.verify_traced(token.as_bytes(), true).await.0
+        self.verify_traced(token.as_bytes(), Accept { machines: true, id_tokens: false }).await.0
     }
 
     /// The verdict, and whether a fresh cache entry gave it.
@@ -376,7 +420,7 @@ impl Verifier {
     pub(crate) async fn verify_traced(
         &self,
         token: &[u8],
-        machines: bool,
+        accept: Accept,
     ) -> (Result<Principal, VerifyError>, bool) {
         let inner = &*self.0;
         let counters = &inner.cache.counters;
@@ -387,20 +431,20 @@ impl Verifier {
             let key = token::key(token);
             if let Some(principal) = inner.cache.get(&key).await {
                 inner.telemetry.local_hits.increment(1);
-                if machines || matches!(principal, Principal::User(_)) {
-                    Counters::bump(&counters.hits);
-                    let verdict = Ok(principal);
-                    inner.telemetry.verdict(&verdict);
-                    return (verdict, true);
+                if let Err(refused) = accept.admits(&principal) {
+                    return (self.counted(Err(refused.into())), true);
                 }
-                return (self.counted(Err(Rejection::MachineToken.into())), true);
+                Counters::bump(&counters.hits);
+                let verdict = Ok(principal);
+                inner.telemetry.verdict(&verdict);
+                return (verdict, true);
             }
             inner.telemetry.local_misses.increment(1);
-            let verdict = Box::pin(self.verify_miss(Some(key), token, machines)).await;
+            let verdict = Box::pin(self.verify_miss(Some(key), token, accept)).await;
             inner.telemetry.entries.set(inner.cache.entry_count() as f64);
             return (self.counted(verdict), false);
         }
-        (self.counted(Box::pin(self.verify_miss(None, token, machines)).await), false)
+        (self.counted(Box::pin(self.verify_miss(None, token, accept)).await), false)
     }
 
     /// Counts a verdict that the cache did not give.
@@ -421,7 +465,7 @@ impl Verifier {
         &self,
         key: Option<TokenKey>,
         token: &[u8],
-        machines: bool,
+        accept: Accept,
     ) -> Result<Principal, VerifyError> {
         let inner = &*self.0;
         let counters = &inner.cache.counters;
@@ -433,7 +477,7 @@ impl Verifier {
             return Err(rejection.into());
         }
         Counters::bump(&counters.misses);
-        let checked = self.check_locally(token, machines).await?;
+        let checked = self.check_locally(token, accept).await?;
         let Some(key) = key else {
             return self.resolve(None, token, &checked, None).await.map(|(p, _)| p);
         };
@@ -452,21 +496,29 @@ impl Verifier {
         Err(Unavailable::new(UnavailableKind::Other, inner.retry_after).into())
     }
 
-    /// The local claim checks. With `machines`, a machine token passes them too.
+    /// The local claim checks. Machine and ID tokens pass them where `accept` says so.
     ///
     /// A token that lacks the admin scope is a configuration hint worth logging, but only once
     /// its signature shows it is the pool's: unsigned tokens must not be able to flood the logs.
-    async fn check_locally(&self, token: &[u8], machines: bool) -> Result<Checked, VerifyError> {
+    async fn check_locally(&self, token: &[u8], accept: Accept) -> Result<Checked, VerifyError> {
         let inner = &*self.0;
         let claims = token::parse(token, inner.policy.max_len)?;
         // The pool is known once the issuer passed: every later rejection has one.
         let pool_keys = || inner.policy.pool_of(&claims.iss).and_then(|i| inner.pools[i].keys.as_ref());
         match inner.policy.check(&claims, token::unix_now()) {
-            Ok(pool) => Ok(Checked { claims, machine: false, pool }),
+            Ok(pool) => Ok(Checked { claims, kind: Kind::User, pool }),
             // Checked up to the user-only claims; the signature check is still to come.
-            Err(Rejection::MachineToken) if machines && pool_keys().is_some() => {
+            Err(Rejection::MachineToken) if accept.machines && pool_keys().is_some() => {
                 let pool = inner.policy.pool_of(&claims.iss).unwrap_or(0);
-                Ok(Checked { claims, machine: true, pool })
+                Ok(Checked { claims, kind: Kind::Machine, pool })
+            }
+            // An ID token where they are accepted: its own checks; the signature is still to come.
+            Err(Rejection::NotAccessToken) if accept.id_tokens && claims.token_use == "id" => {
+                let pool = inner.policy.check_id(&claims, token::unix_now())?;
+                match inner.pools[pool].keys {
+                    Some(_) => Ok(Checked { claims, kind: Kind::IdToken, pool }),
+                    None => Err(Rejection::NotAccessToken.into()),
+                }
             }
             Err(Rejection::MissingAdminScope) => {
                 let genuine = match pool_keys() {
@@ -531,8 +583,12 @@ impl Verifier {
         if let Some(keys) = &pool.keys {
             keys.verify(token, claims.kid.as_deref(), claims.iat).await?;
         }
-        if checked.machine {
-            return Ok((Principal::Machine(MachineClient::new(claims)), None));
+        match checked.kind {
+            Kind::Machine => return Ok((Principal::Machine(MachineClient::new(claims)), None)),
+            Kind::IdToken => {
+                return Ok((Principal::IdToken(IdTokenUser::new(claims, pool.id.clone())), None))
+            }
+            Kind::User => {}
         }
         #[cfg(feature = "redis")]
         let generation = match (&inner.fleet, key) {

@@ -23,7 +23,7 @@ macro_rules! on {
             #[allow(unused_imports)]
             use super::*;
             $(
-                #[tokio::test]
+                #[actix_web::test]
                 async fn $kind() {
                     let $s = seeded_on(super::kind(stringify!($kind)), stringify!($name)).await;
                     $body
@@ -170,4 +170,50 @@ on!(moto, cognito_local => async fn one_verifier_accepts_several_pools_and_refus
     verifier.verify(&bob.access).await.unwrap();
     assert_eq!(s.proxy.get_user_calls(), 3);
     assert_eq!(verifier.user_pool_ids().collect::<Vec<_>>(), [s.pool.pool_id.as_str(), b.pool_id.as_str()]);
+});
+
+on!(moto, cognito_local => async fn an_id_token_passes_only_where_routes_opt_in(s) {
+    use actix_cognito::{CognitoAuth, IdTokenUser};
+    use actix_web::{web, App, HttpResponse};
+    use common::http::get_with_token;
+
+    async fn whoami(user: IdTokenUser) -> HttpResponse {
+        HttpResponse::Ok().json(serde_json::json!({
+            "username": user.username(),
+            "email": user.email(),
+            "tenant": user.attribute("custom:tenant"),
+            "claims": user.claims(),
+        }))
+    }
+    async fn me(user: actix_cognito::CognitoUser) -> HttpResponse {
+        HttpResponse::Ok().body(user.username().to_owned())
+    }
+    let verifier = s.verifier().build().unwrap();
+    let (ids, access) = (CognitoAuth::new(verifier.clone()).allow_id_tokens(), CognitoAuth::new(verifier));
+    let addr = common::spawn(move || {
+        App::new()
+            .service(web::scope("/id").wrap(ids.clone()).route("", web::get().to(whoami)))
+            .service(web::scope("/me").wrap(access.clone()).route("", web::get().to(me)))
+    });
+    let r = get_with_token(addr, "/id", &s.tokens.id).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // moto puts only custom attributes in ID tokens, cognito-local all of them.
+    assert_eq!(r.json()["username"], s.pool.username("alice"));
+    assert_eq!(r.json()["tenant"], "acme");
+    assert_eq!(r.json()["claims"]["sub"], common::claims_of(&s.tokens.access)["sub"]);
+    assert_eq!(r.json()["claims"]["token_use"], "id");
+    assert_eq!(r.json()["claims"]["aud"], s.pool.client_id.as_str());
+    // Elsewhere an ID token is refused locally.
+    assert_eq!(get_with_token(addr, "/me", &s.tokens.id).await.status, 401);
+    // An ID token issued to another app client.
+    let other = s.pool.create_client("other-app").await.unwrap();
+    let theirs = s.pool.sign_in(&other, "alice", PASSWORD).await.unwrap();
+    assert_eq!(get_with_token(addr, "/id", &theirs.id).await.status, 401);
+    // A tampered one.
+    let tampered = altered(&s.tokens.id, &[("email", json!("mallory@example.com"))]);
+    assert_eq!(get_with_token(addr, "/id", &tampered).await.status, 401);
+    // The access token still works on the ID route (and on the other).
+    assert_eq!(get_with_token(addr, "/id", &s.tokens.access).await.status, 403);
+    assert_eq!(get_with_token(addr, "/me", &s.tokens.access).await.status, 200);
+    assert_eq!(s.proxy.get_user_calls(), 1);
 });

@@ -207,6 +207,8 @@ async fn who(principal: Principal) -> HttpResponse {
     HttpResponse::Ok().body(match principal {
         Principal::User(u) => format!("user {}", u.username()),
         Principal::Machine(m) => format!("machine {}", m.client_id()),
+        Principal::IdToken(i) => format!("id {}", i.username()),
+        _ => "other".to_owned(),
     })
 }
 
