@@ -55,6 +55,7 @@ pub struct VerifierBuilder {
     sdk_endpoint: Option<String>,
     /// In-process stand-ins, for the crate's own tests.
     seams: crate::verifier::Seams,
+    user_info_domain: Option<String>,
 }
 
 impl Verifier {
@@ -97,7 +98,24 @@ impl VerifierBuilder {
             sdk_region: None,
             sdk_endpoint: None,
             seams: crate::verifier::Seams::default(),
+            user_info_domain: None,
         }
+    }
+
+    /// Also accepts access tokens without the `aws.cognito.signin.user.admin` scope that
+    /// `GetUser` needs, when they carry `openid` (managed login / Hosted UI sign-ins with
+    /// `openid email profile`): they are checked with the pool domain's `/oauth2/userInfo`
+    /// instead, which is revocation-aware too and returns the same attributes. `domain` is the
+    /// pool's custom domain (`https://auth.example.com`) or its prefix domain
+    /// (`https://{prefix}.auth.{region}.amazoncognito.com`).
+    ///
+    /// Same local checks, signature pre-check, cache, single flight, quota guard, timeouts and
+    /// outage policy as `GetUser`: a 401 from userInfo is a rejection; 5xx, timeouts and
+    /// throttling are unavailability. Tokens with the admin scope keep using `GetUser`.
+    /// Several pools share one domain setting: use it with one pool.
+    pub fn user_info_domain(mut self, domain: impl Into<String>) -> Self {
+        self.user_info_domain = Some(domain.into());
+        self
     }
 
     /// Puts in-process stand-ins behind the seams (tests of this crate only).
@@ -443,6 +461,10 @@ impl VerifierBuilder {
             pools,
             max_in_flight: self.max_in_flight,
             max_per_second,
+            user_info: match &self.user_info_domain {
+                Some(domain) => Some(checked_url(domain, "user_info_domain()")?.to_string()),
+                None => None,
+            },
             seams: self.seams,
         }))
     }

@@ -19,7 +19,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use crate::cognito::BoxFuture;
 use crate::error::{Rejection, Unavailable, UnavailableKind, VerifyError};
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+pub(crate) type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// Largest JWKS document read.
 const MAX_JWKS_BYTES: usize = 64 * 1024;
@@ -219,7 +219,7 @@ impl KeySet {
 }
 
 /// An HTTPS client on the SDK's own stack (hyper, rustls with aws-lc): no second TLS stack.
-fn https_client() -> HttpsClient {
+pub(crate) fn https_client() -> HttpsClient {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     let builder = match builder.with_provider_and_native_roots(provider.clone()) {

@@ -72,6 +72,7 @@ mod ops;
 mod telemetry;
 mod token;
 mod user;
+mod userinfo;
 mod verifier;
 
 #[cfg(feature = "test-util")]

@@ -390,6 +390,7 @@ struct FakeState {
     jwks_fetches: AtomicU64,
     latency: Mutex<Duration>,
     calls: AtomicU64,
+    user_info_calls: AtomicU64,
     signed_calls: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -429,6 +430,7 @@ impl FakeCognito {
             jwks_fetches: AtomicU64::new(0),
             latency: Mutex::new(Duration::ZERO),
             calls: AtomicU64::new(0),
+            user_info_calls: AtomicU64::new(0),
             signed_calls: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
@@ -468,6 +470,11 @@ impl FakeCognito {
     /// Delays every `GetUser` answer by `latency`, as a round trip to Cognito would.
     pub fn set_latency(&self, latency: Duration) {
         *self.state.latency.lock().unwrap() = latency;
+    }
+
+    /// `/oauth2/userInfo` requests received so far (the fake serves it on any path prefix).
+    pub fn user_info_calls(&self) -> u64 {
+        self.state.user_info_calls.load(SeqCst)
     }
 
     /// `GetUser` calls received so far.
@@ -586,18 +593,53 @@ async fn forward(upstream: &str, request: &Message) -> Result<Vec<u8>, BoxError>
 }
 
 /// The claims of the token in a `GetUser` request, unverified.
-fn token_claims(request: &Message) -> Option<serde_json::Map<String, serde_json::Value>> {
+/// The token of a request: `GetUser`'s `AccessToken`, or userInfo's bearer token.
+fn token_of(request: &Message) -> Option<String> {
+    if let Some(bearer) = request.header("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
+        return Some(bearer.to_owned());
+    }
     let body = serde_json::from_slice::<serde_json::Value>(&request.body).ok()?;
-    let payload = body.get("AccessToken")?.as_str()?.split('.').nth(1)?;
+    Some(body.get("AccessToken")?.as_str()?.to_owned())
+}
+
+/// The claims of the token in a request, unverified.
+fn token_claims(request: &Message) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let token = token_of(request)?;
+    let payload = token.split('.').nth(1)?;
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
     serde_json::from_slice(&payload).ok()
 }
 
 fn is_revoked(state: &FakeState, request: &Message) -> bool {
-    let token = serde_json::from_slice::<serde_json::Value>(&request.body)
-        .ok()
-        .and_then(|v| v.get("AccessToken").and_then(|t| t.as_str().map(str::to_owned)));
-    token.is_some_and(|t| state.revoked.lock().unwrap().contains(&t))
+    token_of(request).is_some_and(|t| state.revoked.lock().unwrap().contains(&t))
+}
+
+/// userInfo's answer, as the behaviour says: the user as a flat JSON object, or 401 for a
+/// revoked token; `None` to hang.
+fn user_info_answer(behaviour: &Behaviour, revoked: bool, request: &Message) -> Option<Vec<u8>> {
+    let json = |status, body: serde_json::Value| {
+        response(status, &[("Content-Type", "application/json")], body.to_string().as_bytes())
+    };
+    let claims = token_claims(request).unwrap_or_default();
+    let claim = |name: &str| claims.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let user = |username: String, attributes: &[(String, String)]| {
+        let mut fields = serde_json::Map::new();
+        fields.insert("sub".into(), claim("sub").into());
+        fields.extend(attributes.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))));
+        fields.insert("username".into(), username.into());
+        json(200, serde_json::Value::Object(fields))
+    };
+    Some(match behaviour {
+        Behaviour::Hang => return None,
+        Behaviour::User { .. } | Behaviour::Claims { .. } if revoked => json(
+            401,
+            serde_json::json!({"error": "invalid_token", "error_description": "Access token has been revoked"}),
+        ),
+        Behaviour::User { username, attributes } => user(username.clone(), attributes),
+        Behaviour::Claims { attributes } => user(claim("username"), attributes),
+        Behaviour::Error(status, code) => json(*status, serde_json::json!({"error": code})),
+        Behaviour::Forward(_) => json(404, serde_json::json!({"error": "not forwarded"})),
+    })
 }
 
 /// The answer to a JWKS request.
@@ -668,6 +710,26 @@ async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
                 return;
             }
             continue;
+        }
+        let is_user_info = request.head.starts_with("GET ") && target.ends_with("/oauth2/userInfo");
+        if is_user_info {
+            state.user_info_calls.fetch_add(1, SeqCst);
+            let revoked = is_revoked(&state, &request);
+            let now = state.in_flight.fetch_add(1, SeqCst) + 1;
+            state.max_in_flight.fetch_max(now, SeqCst);
+            let latency = *state.latency.lock().unwrap();
+            tokio::time::sleep(latency).await;
+            let answer = user_info_answer(&behaviour, revoked, &request);
+            state.in_flight.fetch_sub(1, SeqCst);
+            match answer {
+                Some(answer) if stream.write_all(&answer).await.is_ok() => continue,
+                Some(_) => return,
+                None => {
+                    let mut sink = [0u8; 1024];
+                    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                    return;
+                }
+            }
         }
         // Cognito decides when the call arrives: a sign-out during the round trip does not
         // change an answer already on its way.

@@ -18,6 +18,7 @@ use crate::ops::{Readiness, RedisState, ResourceMetadata};
 use crate::telemetry::Telemetry;
 use crate::token::{self, ClaimPolicy, Claims, TokenKey};
 use crate::user::{CognitoUser, IdTokenUser, MachineClient, Principal, Profile};
+use crate::userinfo::{AskUserInfo, UserInfo};
 
 /// Answers "is this access token good right now, and whose is it?" by asking Cognito, and
 /// remembers the answer briefly.
@@ -47,6 +48,8 @@ struct Inner {
     /// Every pool's accepted issuers, for [`Verifier::issuers`].
     issuers: Vec<String>,
     policy: ClaimPolicy,
+    /// With `user_info_domain`: the check of tokens without the admin scope.
+    user_info: Option<Arc<dyn AskUserInfo>>,
     guard: QuotaGuard,
     #[cfg(feature = "redis")]
     fleet: Option<Fleet>,
@@ -78,6 +81,8 @@ pub(crate) struct Settings {
     #[cfg(feature = "redis")]
     pub(crate) fleet: Option<crate::fleet::Fleet>,
     pub(crate) telemetry: Telemetry,
+    /// The pool domain whose `/oauth2/userInfo` checks tokens without the admin scope.
+    pub(crate) user_info: Option<String>,
     /// Stand-ins for Cognito and the JWKS endpoint, for the crate's in-process tests.
     pub(crate) seams: Seams,
 }
@@ -87,6 +92,7 @@ pub(crate) struct Settings {
 pub(crate) struct Seams {
     pub(crate) introspect: Option<Arc<dyn Introspect>>,
     pub(crate) keys: Option<Arc<dyn FetchKeys>>,
+    pub(crate) user_info: Option<Arc<dyn AskUserInfo>>,
 }
 
 impl std::fmt::Debug for Seams {
@@ -94,6 +100,7 @@ impl std::fmt::Debug for Seams {
         f.debug_struct("Seams")
             .field("introspect", &self.introspect.as_ref().map(|_| "in-process"))
             .field("keys", &self.keys.as_ref().map(|_| "in-process"))
+            .field("user_info", &self.user_info.as_ref().map(|_| "in-process"))
             .finish()
     }
 }
@@ -140,6 +147,8 @@ impl Accept {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     User,
+    /// A user's access token without the admin scope, checked with userInfo.
+    UserInfo,
     Machine,
     IdToken,
 }
@@ -205,9 +214,17 @@ impl Verifier {
             })
             .collect();
         let issuers = s.policy.issuers.iter().flat_map(|i| i.exact.iter().cloned()).collect();
+        let user_info: Option<Arc<dyn AskUserInfo>> = match (&s.seams.user_info, &s.user_info) {
+            (Some(fake), _) => Some(fake.clone()),
+            (None, Some(domain)) => {
+                Some(Arc::new(UserInfo::new(domain, s.call.operation_timeout, s.call.retry_after)))
+            }
+            (None, None) => None,
+        };
         let verifier = Verifier(Arc::new(Inner {
             pools,
             issuers,
+            user_info,
             guard: QuotaGuard::new(s.max_in_flight, s.max_per_second, s.call.retry_after),
             telemetry: s.telemetry,
             get_user_answered: AtomicI64::new(i64::MIN),
@@ -520,6 +537,12 @@ impl Verifier {
                     None => Err(Rejection::NotAccessToken.into()),
                 }
             }
+            Err(Rejection::MissingAdminScope)
+                if inner.user_info.is_some() && claims.scopes().any(|s| s == "openid") =>
+            {
+                let pool = inner.policy.pool_of(&claims.iss).unwrap_or(0);
+                Ok(Checked { claims, kind: Kind::UserInfo, pool })
+            }
             Err(Rejection::MissingAdminScope) => {
                 let genuine = match pool_keys() {
                     Some(keys) => keys.verify(token, claims.kid.as_deref(), claims.iat).await.is_ok(),
@@ -588,7 +611,7 @@ impl Verifier {
             Kind::IdToken => {
                 return Ok((Principal::IdToken(IdTokenUser::new(claims, pool.id.clone())), None))
             }
-            Kind::User => {}
+            Kind::User | Kind::UserInfo => {}
         }
         #[cfg(feature = "redis")]
         let generation = match (&inner.fleet, key) {
@@ -607,7 +630,10 @@ impl Verifier {
             Counters::bump(&inner.cache.counters.get_user_calls);
             inner.telemetry.get_user_calls.increment(1);
             let started = Instant::now();
-            let answer = pool.cognito.get_user(token).await;
+            let answer = match (checked.kind, &inner.user_info) {
+                (Kind::UserInfo, Some(user_info)) => user_info.user_info(token).await,
+                _ => pool.cognito.get_user(token).await,
+            };
             inner.telemetry.get_user_took(started.elapsed());
             let at = if answer.as_ref().is_err_and(VerifyError::is_unavailable) {
                 &inner.get_user_failed
@@ -810,7 +836,7 @@ mod tests {
             jwks: Mutex::new(TestSigner::default().jwks().to_string()),
             fetches: AtomicU64::new(0),
         });
-        let seams = Seams { introspect: Some(cognito.clone()), keys: Some(keys.clone()) };
+        let seams = Seams { introspect: Some(cognito.clone()), keys: Some(keys.clone()), user_info: None };
         let verifier =
             Verifier::builder(POOL).client_id(CLIENT).endpoint_from_env(false).seams(seams).build().unwrap();
         (verifier, cognito, keys)

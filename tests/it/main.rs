@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod beyond;
 mod cache;
 mod emulators;
 mod example_server;
