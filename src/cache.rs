@@ -60,6 +60,7 @@ struct Registered {
     key: TokenKey,
     sub: Box<str>,
     username: Option<Box<str>>,
+    origin_jti: Option<Box<str>>,
     flight: Arc<Flight>,
 }
 
@@ -68,6 +69,7 @@ impl Registered {
         match target {
             Target::Token(key) => self.key == **key,
             Target::User(id) => &*self.sub == *id || self.username.as_deref() == Some(*id),
+            Target::Session(id) => self.origin_jti.as_deref() == Some(*id),
             Target::All => true,
         }
     }
@@ -99,6 +101,8 @@ impl Drop for FlightGuard<'_> {
 pub(crate) enum Target<'a> {
     Token(&'a TokenKey),
     User(&'a str),
+    /// Every token of one sign-in (`origin_jti`).
+    Session(&'a str),
     All,
 }
 
@@ -159,6 +163,23 @@ pub(crate) struct VerdictCache {
     /// The profile of each user with a cached token, by `sub`.
     profiles: Mutex<HashMap<Box<str>, Weak<Profile>>>,
     flights: Mutex<Vec<Registered>>,
+    /// The fresh entries of each sign-in (`origin_jti`), kept in step with the cache by its
+    /// eviction listener, so that a session is invalidated without a scan.
+    sessions: Arc<Mutex<HashMap<Box<str>, Vec<TokenKey>>>>,
+}
+
+/// A session's entry left the cache: forget it in the index.
+fn unindex(sessions: &Mutex<HashMap<Box<str>, Vec<TokenKey>>>, key: &TokenKey, entry: &Entry) {
+    let Some(origin) = entry.principal.user().and_then(|u| u.origin_jti()) else { return };
+    let mut sessions = sessions.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(keys) = sessions.get_mut(origin) {
+        if let Some(i) = keys.iter().position(|k| k == key) {
+            keys.swap_remove(i);
+        }
+        if keys.is_empty() {
+            sessions.remove(origin);
+        }
+    }
 }
 
 impl VerdictCache {
@@ -175,7 +196,6 @@ impl VerdictCache {
                 })
                 .expire_after(UntilExpiry)
                 .support_invalidation_closures()
-                .build()
         };
         let negative = (!settings.negative_ttl.is_zero()).then(|| {
             Cache::builder()
@@ -184,9 +204,15 @@ impl VerdictCache {
                 .support_invalidation_closures()
                 .build()
         });
-        let stale = settings.stale_grace.map(|_| positive(settings.capacity));
+        let stale = settings.stale_grace.map(|_| positive(settings.capacity).build());
+        let sessions: Arc<Mutex<HashMap<Box<str>, Vec<TokenKey>>>> = Arc::default();
+        let index = sessions.clone();
+        let fresh = positive(settings.capacity)
+            .eviction_listener(move |key: Arc<TokenKey>, entry: Entry, _| unindex(&index, &key, &entry))
+            .build();
         VerdictCache {
-            fresh: positive(settings.capacity),
+            sessions,
+            fresh,
             negative,
             stale,
             settings,
@@ -224,6 +250,7 @@ impl VerdictCache {
             key,
             sub: claims.sub.as_str().into(),
             username: claims.username.as_deref().map(Into::into),
+            origin_jti: claims.origin_jti.as_deref().map(Into::into),
             flight: flight.clone(),
         });
         FlightGuard { cache: self, flight }
@@ -269,6 +296,10 @@ impl VerdictCache {
         let now = Instant::now();
         match verdict {
             Ok((principal, cap)) => {
+                if let Some(origin) = principal.user().and_then(|u| u.origin_jti()) {
+                    let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+                    sessions.entry(origin.into()).or_default().push(key);
+                }
                 let life = until_exp(principal.exp());
                 if let (Some(stale), Some(grace), false) =
                     (&self.stale, self.settings.stale_grace, flight.revoked())
@@ -365,11 +396,37 @@ impl VerdictCache {
                     let _ = cache.invalidate_entries_if(matches.clone());
                 }
             }
+            Target::Session(id) => {
+                // Within a runtime the index says which entries; a sync caller gets a predicate.
+                let keys = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
+                let keys = keys.unwrap_or_default();
+                for cache in positive {
+                    let keys = keys.clone();
+                    let _ = cache.invalidate_entries_if(move |k, _| keys.contains(k));
+                }
+            }
             Target::All => {
                 positive.for_each(|c| c.invalidate_all());
                 if let Some(negative) = &self.negative {
                     negative.invalidate_all();
                 }
+            }
+        }
+    }
+
+    /// Drops every verdict of one sign-in (`origin_jti`), found through the index, and marks
+    /// its loads in flight.
+    pub(crate) async fn invalidate_session(&self, origin_jti: &str) {
+        for registered in self.flights.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if registered.matches(&Target::Session(origin_jti)) {
+                registered.flight.revoked.store(true, Relaxed);
+            }
+        }
+        let keys = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(origin_jti).cloned();
+        for key in keys.unwrap_or_default() {
+            self.fresh.invalidate(&key).await;
+            if let Some(stale) = &self.stale {
+                stale.invalidate(&key).await;
             }
         }
     }

@@ -42,6 +42,13 @@ pub(crate) trait Introspect: Send + Sync {
     fn get_user<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<GetUserAnswer, VerifyError>>;
     /// Signs the token's user out everywhere.
     fn global_sign_out<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), VerifyError>>;
+    /// Revokes a refresh token and every access token issued from it.
+    fn revoke_token<'a>(
+        &'a self,
+        refresh_token: &'a str,
+        client_id: &'a str,
+        client_secret: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), VerifyError>>;
 }
 
 impl Introspect for Cognito {
@@ -51,6 +58,26 @@ impl Introspect for Cognito {
 
     fn global_sign_out<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), VerifyError>> {
         Box::pin(Cognito::global_sign_out(self, token))
+    }
+
+    fn revoke_token<'a>(
+        &'a self,
+        refresh_token: &'a str,
+        client_id: &'a str,
+        client_secret: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), VerifyError>> {
+        Box::pin(async move {
+            let call = self
+                .client
+                .revoke_token()
+                .token(refresh_token)
+                .client_id(client_id)
+                .set_client_secret(client_secret.map(str::to_owned));
+            match call.send().await {
+                Ok(_) => Ok(()),
+                Err(err) => Err(classify(&err, self.retry_after)),
+            }
+        })
     }
 }
 

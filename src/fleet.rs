@@ -106,6 +106,7 @@ return 1
 pub(crate) enum Message {
     Token(TokenKey),
     User(String),
+    Session(String),
     All,
 }
 
@@ -166,6 +167,10 @@ impl Fleet {
 
     fn user_index(&self, id: &str) -> String {
         format!("{}u:{id}", self.settings.prefix)
+    }
+
+    fn session_index(&self, origin_jti: &str) -> String {
+        format!("{}o:{origin_jti}", self.settings.prefix)
     }
 
     fn generation(&self) -> String {
@@ -312,12 +317,13 @@ impl Fleet {
             rejected: None,
         })
         .expect("serializing a user cannot fail");
-        let keys = [
+        let mut keys = vec![
             self.entry_key(key),
             self.generation(),
             self.user_index(user.sub()),
             self.user_index(user.username()),
         ];
+        keys.extend(user.origin_jti().map(|o| self.session_index(o)));
         self.run("set", |mut c| {
             let mut invocation = self.put_if_current.prepare_invoke();
             invocation.key(&keys[..]).arg(&value).arg(ttl).arg(generation);
@@ -377,7 +383,17 @@ impl Fleet {
 
     /// Removes a user's shared verdicts and tells every instance to drop theirs.
     pub(crate) async fn invalidate_user(&self, id: &str) {
-        let (index, channel, message) = (self.user_index(id), self.channel(), format!("u:{id}"));
+        self.invalidate_indexed(self.user_index(id), format!("u:{id}")).await;
+    }
+
+    /// Removes a session's shared verdicts and tells every instance to drop theirs.
+    pub(crate) async fn invalidate_session(&self, origin_jti: &str) {
+        self.invalidate_indexed(self.session_index(origin_jti), format!("s:{origin_jti}")).await;
+    }
+
+    /// Removes the shared verdicts an index names and broadcasts `message`.
+    async fn invalidate_indexed(&self, index: String, message: String) {
+        let channel = self.channel();
         let generation = self.generation();
         self.run("invalidate", |mut c| {
             let (index, channel, message) = (index.clone(), channel.clone(), message.clone());
@@ -399,7 +415,7 @@ impl Fleet {
 
     /// Removes every shared verdict of this prefix and tells every instance to drop theirs.
     pub(crate) async fn invalidate_all(&self) {
-        let (pattern, channel) = (format!("{}[tu]:*", self.settings.prefix), self.channel());
+        let (pattern, channel) = (format!("{}[tuo]:*", self.settings.prefix), self.channel());
         let generation = self.generation();
         self.run("invalidate", |mut c| {
             let (pattern, channel) = (pattern.clone(), channel.clone());
@@ -475,6 +491,7 @@ impl Fleet {
                         let message = match payload.split_once(':') {
                             Some(("t", key)) => unhex(key).map(Message::Token),
                             Some(("u", id)) => Some(Message::User(id.to_owned())),
+                            Some(("s", id)) => Some(Message::Session(id.to_owned())),
                             _ if payload == "a" => Some(Message::All),
                             _ => None,
                         };

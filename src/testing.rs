@@ -391,6 +391,7 @@ struct FakeState {
     latency: Mutex<Duration>,
     calls: AtomicU64,
     user_info_calls: AtomicU64,
+    revoke_token_calls: AtomicU64,
     signed_calls: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -431,6 +432,7 @@ impl FakeCognito {
             latency: Mutex::new(Duration::ZERO),
             calls: AtomicU64::new(0),
             user_info_calls: AtomicU64::new(0),
+            revoke_token_calls: AtomicU64::new(0),
             signed_calls: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
@@ -475,6 +477,11 @@ impl FakeCognito {
     /// `/oauth2/userInfo` requests received so far (the fake serves it on any path prefix).
     pub fn user_info_calls(&self) -> u64 {
         self.state.user_info_calls.load(SeqCst)
+    }
+
+    /// `RevokeToken` calls received so far (answered with success, or the behaviour's error).
+    pub fn revoke_token_calls(&self) -> u64 {
+        self.state.revoke_token_calls.load(SeqCst)
     }
 
     /// `GetUser` calls received so far.
@@ -699,6 +706,30 @@ fn get_user_answer(behaviour: &Behaviour, revoked: bool, request: &Message) -> O
     })
 }
 
+/// A userInfo request: counted, delayed like a `GetUser` call, answered; `None` to hang.
+async fn serve_user_info(state: &FakeState, behaviour: &Behaviour, request: &Message) -> Option<Vec<u8>> {
+    state.user_info_calls.fetch_add(1, SeqCst);
+    let revoked = is_revoked(state, request);
+    let now = state.in_flight.fetch_add(1, SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, SeqCst);
+    let latency = *state.latency.lock().unwrap();
+    tokio::time::sleep(latency).await;
+    let answer = user_info_answer(behaviour, revoked, request);
+    state.in_flight.fetch_sub(1, SeqCst);
+    answer
+}
+
+/// `RevokeToken`'s answer: success, or the behaviour's error.
+fn revoke_token_answer(state: &FakeState, behaviour: &Behaviour) -> Vec<u8> {
+    state.revoke_token_calls.fetch_add(1, SeqCst);
+    match behaviour {
+        Behaviour::Error(status, code) => {
+            json_answer(*status, Some(code), &serde_json::json!({"__type": code, "message": "fake"}))
+        }
+        _ => json_answer(200, None, &serde_json::json!({})),
+    }
+}
+
 async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
     let mut buf = Vec::new();
     while let Ok(Some(request)) = read_message(&mut stream, &mut buf).await {
@@ -713,15 +744,7 @@ async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
         }
         let is_user_info = request.head.starts_with("GET ") && target.ends_with("/oauth2/userInfo");
         if is_user_info {
-            state.user_info_calls.fetch_add(1, SeqCst);
-            let revoked = is_revoked(&state, &request);
-            let now = state.in_flight.fetch_add(1, SeqCst) + 1;
-            state.max_in_flight.fetch_max(now, SeqCst);
-            let latency = *state.latency.lock().unwrap();
-            tokio::time::sleep(latency).await;
-            let answer = user_info_answer(&behaviour, revoked, &request);
-            state.in_flight.fetch_sub(1, SeqCst);
-            match answer {
+            match serve_user_info(&state, &behaviour, &request).await {
                 Some(answer) if stream.write_all(&answer).await.is_ok() => continue,
                 Some(_) => return,
                 None => {
@@ -745,6 +768,12 @@ async fn serve(mut stream: TcpStream, state: Arc<FakeState>) {
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
+        }
+        if request.header("x-amz-target").is_some_and(|t| t.ends_with(".RevokeToken")) {
+            if stream.write_all(&revoke_token_answer(&state, &behaviour)).await.is_err() {
+                return;
+            }
+            continue;
         }
         let answer = match (&behaviour, is_get_user) {
             (Behaviour::Forward(upstream), _) => Some(

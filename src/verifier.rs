@@ -171,6 +171,7 @@ impl Inner {
         match message {
             Message::Token(key) => self.cache.invalidate(Target::Token(&key)),
             Message::User(id) => self.cache.invalidate(Target::User(&id)),
+            Message::Session(id) => self.cache.invalidate(Target::Session(&id)),
             Message::All => self.cache.invalidate(Target::All),
         }
     }
@@ -755,6 +756,44 @@ impl Verifier {
         Ok(())
     }
 
+    /// Revokes a sign-in session (Cognito `RevokeToken`, unsigned: authorized by the refresh
+    /// token and the app client, with its secret for a confidential client), which revokes
+    /// every access token issued from that refresh token, then drops their verdicts here and
+    /// (fleet mode) on every instance: they are refused at once. `access_token` is one of the
+    /// session's access tokens, expired or not; it names the session (`origin_jti`) and the app
+    /// client. The user's other sessions are untouched.
+    ///
+    /// # Errors
+    /// [`Rejection::Malformed`] or [`Rejection::WrongIssuer`] when `access_token` names no
+    /// session of this verifier's pools; [`VerifyError::Unavailable`] when Cognito could not
+    /// revoke (down, throttling, revocation not enabled on the app client, a wrong secret).
+    pub async fn revoke_session(
+        &self,
+        access_token: &str,
+        refresh_token: &str,
+        client_secret: Option<&str>,
+    ) -> Result<(), VerifyError> {
+        let claims = token::parse(access_token.as_bytes(), self.0.policy.max_len)?;
+        let pool = self.0.policy.pool_of(&claims.iss).ok_or(Rejection::WrongIssuer)?;
+        let (Some(client_id), Some(origin_jti)) = (&claims.client_id, &claims.origin_jti) else {
+            return Err(Rejection::Malformed.into());
+        };
+        self.0.pools[pool].cognito.revoke_token(refresh_token, client_id, client_secret).await?;
+        self.invalidate_session(origin_jti).await;
+        Ok(())
+    }
+
+    /// Forgets every verdict of one sign-in session (`origin_jti`), here and (in fleet mode) on
+    /// every instance, for apps that revoke refresh tokens elsewhere. Found through an index,
+    /// not by a scan of the cache.
+    pub async fn invalidate_session(&self, origin_jti: &str) {
+        self.0.cache.invalidate_session(origin_jti).await;
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.0.fleet {
+            fleet.invalidate_session(origin_jti).await;
+        }
+    }
+
     /// A snapshot of the counters and entry counts.
     ///
     /// Entry counts lag behind by the cache's pending maintenance; see
@@ -812,6 +851,15 @@ mod tests {
 
         fn global_sign_out<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<(), VerifyError>> {
             self.revoked.lock().unwrap().insert(token.to_owned());
+            Box::pin(async { Ok(()) })
+        }
+
+        fn revoke_token<'a>(
+            &'a self,
+            _refresh_token: &'a str,
+            _client_id: &'a str,
+            _client_secret: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<(), VerifyError>> {
             Box::pin(async { Ok(()) })
         }
     }

@@ -98,3 +98,50 @@ async fn tokens_with_the_admin_scope_keep_using_get_user() {
     verifier.verify(&common::fake_token("admin-scope", 3600)).await.unwrap();
     assert_eq!((fake.user_info_calls(), fake.get_user_calls()), (0, 1));
 }
+
+/// An access token of one sign-in (`origin_jti`) of user `sub`.
+fn session_token(sub: &str, session: &str, n: u32) -> String {
+    let mut claims = access_claims(FAKE_POOL, FAKE_CLIENT, sub, 3600);
+    claims["origin_jti"] = session.into();
+    claims["jti"] = format!("{session}-{n}").into();
+    TestSigner::default().sign(&claims)
+}
+
+#[tokio::test]
+async fn a_revoked_session_is_refused_at_once_and_the_users_other_sessions_are_untouched() {
+    let fake = FakeCognito::user("alice", &[]).await.unwrap();
+    let verifier =
+        Verifier::builder(FAKE_POOL).client_id(FAKE_CLIENT).endpoint_url(fake.endpoint()).build().unwrap();
+    let (first, second) = (session_token("alice", "laptop", 1), session_token("alice", "laptop", 2));
+    let phone = session_token("alice", "phone", 1);
+    for token in [&first, &second, &phone] {
+        verifier.verify(token).await.unwrap();
+    }
+    assert_eq!(fake.get_user_calls(), 3);
+    // Cognito revokes every access token of the refresh token's session.
+    fake.revoke(&first);
+    fake.revoke(&second);
+    verifier.revoke_session(&first, "the-refresh-token", None).await.unwrap();
+    assert_eq!(fake.revoke_token_calls(), 1);
+    assert_eq!(rejection(verifier.verify(&first).await), Rejection::NotAuthorized);
+    assert_eq!(rejection(verifier.verify(&second).await), Rejection::NotAuthorized);
+    // The phone's session is still cached: no call.
+    verifier.verify(&phone).await.unwrap();
+    assert_eq!(fake.get_user_calls(), 5);
+
+    // Revoked elsewhere: the app says which session.
+    fake.revoke(&phone);
+    verifier.invalidate_session("phone").await;
+    assert_eq!(rejection(verifier.verify(&phone).await), Rejection::NotAuthorized);
+
+    // Cognito refusing the revocation (not enabled on the client, a wrong secret) is not a
+    // rejection of the token: nothing is dropped.
+    let other = session_token("alice", "tablet", 1);
+    verifier.verify(&other).await.unwrap();
+    fake.set_behaviour(Behaviour::Error(400, "UnsupportedOperationException".into()));
+    assert!(verifier.revoke_session(&other, "rt", Some("secret")).await.unwrap_err().is_unavailable());
+    fake.set_behaviour(Behaviour::User { username: "alice".into(), attributes: vec![] });
+    let calls = fake.get_user_calls();
+    verifier.verify(&other).await.unwrap();
+    assert_eq!(fake.get_user_calls(), calls);
+}

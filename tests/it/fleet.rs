@@ -444,3 +444,43 @@ async fn redis_settings_apply_in_any_order() {
         Verifier::builder(FAKE_POOL).client_id(FAKE_CLIENT).redis(redis.url()).redis_prefix("a*").build();
     assert!(matches!(err, Err(actix_cognito::ConfigError::InvalidSetting { setting: "redis_prefix", .. })));
 }
+
+#[tokio::test]
+async fn a_revoked_session_is_refused_by_every_instance_within_100_ms() {
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
+    let fleet = three(&fake, &redis).await;
+    let session = |n: u32| {
+        let mut claims = common::access_claims(FAKE_POOL, FAKE_CLIENT, "roaming", 3600);
+        claims["origin_jti"] = "session-1".into();
+        claims["jti"] = format!("token-{n}").into();
+        actix_cognito::testing::TestSigner::default().sign(&claims)
+    };
+    let (a, b) = (session(1), session(2));
+    let other = fake_token("roaming-other-device", 3600);
+    for v in &fleet {
+        for token in [&a, &b, &other] {
+            v.verify(token).await.unwrap();
+        }
+    }
+    assert_eq!(fake.get_user_calls(), 3);
+    fake.revoke(&a);
+    fake.revoke(&b);
+    fleet[0].revoke_session(&a, "refresh", None).await.unwrap();
+    let started = Instant::now();
+    for v in &fleet[1..] {
+        for token in [&a, &b] {
+            loop {
+                match v.verify(token).await {
+                    Err(VerifyError::Rejected(Rejection::NotAuthorized)) => break,
+                    Ok(_) => assert!(started.elapsed() < Duration::from_millis(100), "still accepted"),
+                    Err(e) => panic!("{e:?}"),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        v.verify(&other).await.unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_millis(100), "{:?}", started.elapsed());
+    assert!(!shares_a_user(&redis, &a).await && !shares_a_user(&redis, &b).await);
+    assert!(shares_a_user(&redis, &other).await);
+}
