@@ -13,6 +13,8 @@
 //! | `PORT` | port on 127.0.0.1 (default 8080) |
 //! | `RESOURCE_URL` | this API's identifier in its RFC 9728 metadata (default `http://127.0.0.1:{PORT}`) |
 //! | `REDIS_URL` | fleet mode: share verdicts and sign-outs through this Redis (feature `redis`) |
+//! | `REDIS_SECRET` | fleet mode: authenticate what the fleet writes to Redis (at least 32 bytes) |
+//! | `REDIS_CA_FILE` | fleet mode: a private CA's PEM file for `rediss://` |
 //!
 //! Routes: `GET /health` (open), `GET /me`, `GET /admin` (group `admin`), `POST /logout`,
 //! `GET /metrics` (Prometheus), `GET /ready` (503 until the signing keys are loaded), and
@@ -130,6 +132,14 @@ async fn verifier_from_env() -> Verifier {
         #[cfg(feature = "redis")]
         {
             builder = builder.redis(url);
+            if let Some(secret) = env("REDIS_SECRET") {
+                builder = builder.redis_secret(secret.into_bytes());
+            }
+            if let Some(path) = env("REDIS_CA_FILE") {
+                let pem = std::fs::read(&path)
+                    .unwrap_or_else(|e| fail(format!("REDIS_CA_FILE={path:?} cannot be read: {e}")));
+                builder = builder.redis_ca_pem(pem);
+            }
         }
         #[cfg(not(feature = "redis"))]
         fail(format!(

@@ -48,6 +48,10 @@ pub struct VerifierBuilder {
     redis_prefix: String,
     #[cfg(feature = "redis")]
     redis_timeout: Duration,
+    #[cfg(feature = "redis")]
+    redis_secret: Option<Vec<u8>>,
+    #[cfg(feature = "redis")]
+    redis_ca_pem: Option<Vec<u8>>,
     /// The SDK configuration to build the Cognito client from.
     sdk: Option<aws_sdk_cognitoidentityprovider::config::Builder>,
     /// The `SdkConfig`'s region and endpoint, when one was given.
@@ -94,6 +98,10 @@ impl VerifierBuilder {
             redis_prefix: "actix-cognito:".into(),
             #[cfg(feature = "redis")]
             redis_timeout: Duration::from_millis(50),
+            #[cfg(feature = "redis")]
+            redis_secret: None,
+            #[cfg(feature = "redis")]
+            redis_ca_pem: None,
             sdk: None,
             sdk_region: None,
             sdk_endpoint: None,
@@ -382,6 +390,27 @@ impl VerifierBuilder {
         self
     }
 
+    /// Authenticates what the fleet writes to Redis (at least 32 bytes, the same on every
+    /// instance, such as 32 random bytes from a secrets manager): each value carries an
+    /// HMAC-SHA256 over its key and content, and a value that fails it is a miss (and a logged
+    /// warning). Without it, whoever can write under the prefix can make a genuine, signed,
+    /// unexpired token pass until its `exp`; with it, they can only delete.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.redis_secret = Some(secret.into());
+        self
+    }
+
+    /// Trusts this CA (PEM certificates) for `rediss://`, instead of the system's roots: for
+    /// a Redis with a private CA.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.redis_ca_pem = Some(pem.into());
+        self
+    }
+
     /// The timeout of each Redis operation (default 50 ms, at most 5 s).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -480,11 +509,16 @@ impl VerifierBuilder {
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(['*', '?', '[', ']']) {
             return Err(invalid("redis_prefix", "not empty, and no glob characters (* ? [ ])"));
         }
+        if self.redis_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(invalid("redis_secret", "at least 32 bytes"));
+        }
         let settings = crate::fleet::FleetSettings {
             url: url.clone(),
             prefix: self.redis_prefix.clone(),
             timeout: self.redis_timeout,
             breaker: Duration::from_secs(5),
+            secret: self.redis_secret.clone(),
+            ca_pem: self.redis_ca_pem.clone(),
         };
         crate::fleet::Fleet::new(settings, telemetry)
             .map(Some)

@@ -477,3 +477,189 @@ async fn a_revoked_session_is_refused_by_every_instance_within_100_ms() {
     assert!(!shares_a_user(&redis, &a).await && !shares_a_user(&redis, &b).await);
     assert!(shares_a_user(&redis, &other).await);
 }
+
+/// A redis-server that speaks only TLS, with a certificate from a private CA, and one ACL user
+/// limited to the crate's prefix and the commands README lists.
+struct TlsRedis {
+    port: u16,
+    child: Child,
+    ca_pem: String,
+    dir: std::path::PathBuf,
+}
+
+/// The ACL rules of the README's `ACL SETUSER` line, after the user's name and password.
+const ACL_RULES: &[&str] = &[
+    "~actix-cognito:*",
+    "&actix-cognito:*",
+    "-@all",
+    "+get",
+    "+set",
+    "+del",
+    "+incr",
+    "+sadd",
+    "+smembers",
+    "+pexpire",
+    "+scan",
+    "+publish",
+    "+subscribe",
+    "+evalsha",
+    "+eval",
+    "+script|load",
+    "+ping",
+];
+
+fn private_ca() -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "actix-cognito test CA");
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let pem = params.self_signed(&key).unwrap().pem();
+    (rcgen::Issuer::new(params, key), pem)
+}
+
+impl TlsRedis {
+    async fn start() -> TlsRedis {
+        let (ca, ca_pem) = private_ca();
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.use_authority_key_identifier_extension = true;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("actix-cognito-tls-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, pem) in
+            [("cert.pem", cert.pem()), ("key.pem", key.serialize_pem()), ("ca.pem", ca_pem.clone())]
+        {
+            std::fs::write(dir.join(name), pem).unwrap();
+        }
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let mut args: Vec<String> = ["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"]
+            .map(String::from)
+            .to_vec();
+        args.extend(["--tls-cert-file".into(), path("cert.pem"), "--tls-key-file".into(), path("key.pem")]);
+        args.extend(["--tls-ca-cert-file".into(), path("ca.pem"), "--tls-auth-clients".into(), "no".into()]);
+        args.extend(["--save", "", "--appendonly", "no", "--user", "default", "off"].map(String::from));
+        args.extend(["--user", "app", "on", ">s3cret-pass"].map(String::from));
+        args.extend(ACL_RULES.iter().map(|r| r.to_string()));
+        let log = std::fs::File::create(dir.join("redis.log")).unwrap();
+        let child = Command::new("redis-server").args(&args).stdout(log).spawn().unwrap();
+        // Dropped (killed and waited for) however this ends.
+        let redis = TlsRedis { port, child, ca_pem, dir };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return redis;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the TLS redis-server did not listen; see {}", redis.dir.join("redis.log").display());
+    }
+
+    fn url(&self) -> String {
+        format!("rediss://app:s3cret-pass@localhost:{}", self.port)
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+#[tokio::test]
+async fn fleet_mode_works_over_tls_with_a_private_ca_as_the_restricted_acl_user() {
+    let (fake, redis) = (claims_fake(&[]).await, TlsRedis::start().await);
+    let mut fleet = Vec::new();
+    for _ in 0..3 {
+        let v = Verifier::builder(FAKE_POOL)
+            .client_id(FAKE_CLIENT)
+            .endpoint_url(fake.endpoint())
+            .redis(redis.url())
+            .redis_ca_pem(redis.ca_pem.clone())
+            .redis_timeout(Duration::from_millis(500))
+            .build_hydrated()
+            .await
+            .unwrap();
+        fleet.push(v);
+    }
+    let token = fake_token("over-tls", 3600);
+    for v in &fleet {
+        v.verify(&token).await.unwrap();
+    }
+    assert_eq!(fake.get_user_calls(), 1, "verdicts are not shared over TLS");
+    fake.revoke(&token);
+    fleet[0].invalidate_user("over-tls").await;
+    let started = Instant::now();
+    for v in &fleet[1..] {
+        while v.verify(&token).await.is_ok() {
+            assert!(started.elapsed() < Duration::from_millis(200), "still accepted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    // Another CA: Redis is skipped (and the failure logged); requests are answered.
+    let (_, wrong_ca) = private_ca();
+    let v = Verifier::builder(FAKE_POOL)
+        .client_id(FAKE_CLIENT)
+        .endpoint_url(fake.endpoint())
+        .redis(redis.url())
+        .redis_ca_pem(wrong_ca)
+        .build()
+        .unwrap();
+    v.verify(&fake_token("untrusted", 3600)).await.unwrap();
+    assert_eq!(v.stats().shared_hits, 0);
+    assert_eq!(v.readiness().redis, Some(actix_cognito::RedisState::Down));
+}
+
+#[tokio::test]
+async fn with_a_fleet_secret_a_value_written_without_it_is_a_miss() {
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
+    let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+    let mut fleet = Vec::new();
+    for _ in 0..2 {
+        let v = Verifier::builder(FAKE_POOL)
+            .client_id(FAKE_CLIENT)
+            .endpoint_url(fake.endpoint())
+            .redis(redis.url())
+            .redis_secret(secret.clone())
+            .build_hydrated()
+            .await
+            .unwrap();
+        fleet.push(v);
+    }
+    let (token, other) = (fake_token("sealed", 3600), fake_token("sealed-other", 3600));
+    fleet[0].verify(&token).await.unwrap();
+    fleet[0].verify(&other).await.unwrap();
+    fleet[1].verify(&token).await.unwrap();
+    assert_eq!(fake.get_user_calls(), 2, "sealed values are shared");
+
+    // The token is signed out; a Redis writer without the secret puts a verdict back, as the
+    // JSON an instance would write, or as another token's sealed value.
+    fake.revoke(&token);
+    fleet[0].invalidate_token(&token).await;
+    let sealed = match redis.cmd(&["GET", &entry_key(&other)]).await {
+        redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        v => panic!("{v:?}"),
+    };
+    let (_, json) = sealed.split_once('.').unwrap();
+    let json = json.replace("sealed-other", "sealed");
+    for forged in [json.as_str(), sealed.as_str()] {
+        redis.cmd(&["SET", &entry_key(&token), forged, "PX", "60000"]).await;
+        fleet[1].invalidate_token(&token).await;
+        redis.cmd(&["SET", &entry_key(&token), forged, "PX", "60000"]).await;
+        assert_eq!(common::rejection(fleet[1].verify(&token).await), Rejection::NotAuthorized);
+    }
+    let short = Verifier::builder(FAKE_POOL)
+        .client_id(FAKE_CLIENT)
+        .redis(redis.url())
+        .redis_secret(b"short".to_vec());
+    assert!(matches!(
+        short.build(),
+        Err(actix_cognito::ConfigError::InvalidSetting { setting: "redis_secret", .. })
+    ));
+}
