@@ -27,6 +27,10 @@ pub(crate) struct FleetSettings {
     pub(crate) prefix: String,
     pub(crate) timeout: Duration,
     pub(crate) breaker: Duration,
+    /// The fleet's secret: values carry a MAC over their key and content.
+    pub(crate) secret: Option<Vec<u8>>,
+    /// A private CA's certificates (PEM), for `rediss://`.
+    pub(crate) ca_pem: Option<Vec<u8>>,
 }
 
 /// What Redis holds for a token, once checked against the token's own claims.
@@ -119,6 +123,8 @@ pub(crate) struct Fleet {
     /// Whether the invalidation channel is subscribed to.
     subscribed: tokio::sync::watch::Sender<bool>,
     put_if_current: redis::Script,
+    /// With a fleet secret: the MAC key of the values.
+    mac: Option<aws_lc_rs::hmac::Key>,
     errors: metrics::Counter,
     breaker_open: metrics::Gauge,
     /// When a value that does not belong to its token was last reported, Unix seconds.
@@ -146,7 +152,16 @@ fn unhex(s: &str) -> Option<TokenKey> {
 
 impl Fleet {
     pub(crate) fn new(settings: FleetSettings, telemetry: &Telemetry) -> Result<Self, String> {
-        let client = redis::Client::open(settings.url.as_str()).map_err(|e| e.to_string())?;
+        let client = match &settings.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                settings.url.as_str(),
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+            ),
+            None => redis::Client::open(settings.url.as_str()),
+        }
+        .map_err(|e| e.to_string())?;
+        let mac =
+            settings.secret.as_deref().map(|s| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, s));
         Ok(Fleet {
             settings,
             client,
@@ -155,6 +170,7 @@ impl Fleet {
             listening: AtomicBool::new(false),
             subscribed: tokio::sync::watch::Sender::new(false),
             put_if_current: redis::Script::new(PUT_IF_CURRENT),
+            mac,
             errors: telemetry.redis_errors.clone(),
             breaker_open: telemetry.redis_breaker_open.clone(),
             mismatch_reported: AtomicU64::new(0),
@@ -258,10 +274,40 @@ impl Fleet {
             .await;
         let Some((raw, generation)) = read else { return (None, None) };
         let generation = Some(generation.unwrap_or_else(|| "0".to_owned()));
-        (raw.and_then(|raw| self.decode(&raw, claims)), generation)
+        (raw.and_then(|raw| self.decode(&name, &raw, claims)), generation)
     }
 
-    fn decode(&self, raw: &[u8], claims: &Claims) -> Option<Shared> {
+    /// The value to store under `name`: with a fleet secret, `{mac}.{json}` where the MAC
+    /// (HMAC-SHA256, hex) covers the name and the JSON, so that a value is good only under
+    /// the key it was written for, and only if written by an instance holding the secret.
+    fn seal(&self, name: &str, json: Vec<u8>) -> Vec<u8> {
+        match &self.mac {
+            Some(key) => {
+                let tag = aws_lc_rs::hmac::sign(key, &[name.as_bytes(), b"\n", &json].concat());
+                let mut sealed = hex(tag.as_ref().try_into().unwrap_or(&[0u8; 32])).into_bytes();
+                sealed.push(b'.');
+                sealed.extend_from_slice(&json);
+                sealed
+            }
+            None => json,
+        }
+    }
+
+    /// The JSON of a value read under `name`, if its MAC holds (with a fleet secret).
+    fn open<'a>(&self, name: &str, raw: &'a [u8]) -> Option<&'a [u8]> {
+        let Some(key) = &self.mac else { return Some(raw) };
+        let (tag, json) = (raw.get(..64)?, raw.get(65..)?);
+        let tag = unhex(std::str::from_utf8(tag).ok()?)?;
+        let genuine = raw.get(64) == Some(&b'.')
+            && aws_lc_rs::hmac::verify(key, &[name.as_bytes(), b"\n", json].concat(), &tag).is_ok();
+        genuine.then_some(json)
+    }
+
+    fn decode(&self, name: &str, raw: &[u8], claims: &Claims) -> Option<Shared> {
+        let Some(raw) = self.open(name, raw) else {
+            self.report("a value in Redis does not carry this fleet's MAC; treating it as a miss");
+            return None;
+        };
         let Ok(stored) = serde_json::from_slice::<Stored>(raw) else {
             self.report("a value in Redis does not decode; treating it as a miss");
             return None;
@@ -317,6 +363,7 @@ impl Fleet {
             rejected: None,
         })
         .expect("serializing a user cannot fail");
+        let value = self.seal(&self.entry_key(key), value);
         let mut keys = vec![
             self.entry_key(key),
             self.generation(),
@@ -343,6 +390,7 @@ impl Fleet {
         })
         .expect("serializing a rejection cannot fail");
         let name = self.entry_key(key);
+        let value = self.seal(&name, value);
         let ttl_ms = ttl.as_millis() as u64;
         self.run("set", |mut c| {
             let (name, value) = (name.clone(), value.clone());
@@ -368,7 +416,8 @@ impl Fleet {
             let generation = generation.clone();
             async move {
                 redis::pipe()
-                    .incr(&generation, 1)
+                    .cmd("INCR")
+                    .arg(&generation)
                     .ignore()
                     .del(&name)
                     .ignore()
@@ -401,7 +450,8 @@ impl Fleet {
             async move {
                 // First the generation, so that no write of a load already in flight can land
                 // after the entries are gone.
-                c.incr::<_, _, ()>(&generation, 1).await?;
+                // INCR, not INCRBY: the ACL line allows exactly the commands used.
+                redis::cmd("INCR").arg(&generation).query_async::<()>(&mut c).await?;
                 let names: Vec<String> = c.smembers(&index).await?;
                 let mut pipe = redis::pipe();
                 for name in &names {
@@ -421,7 +471,8 @@ impl Fleet {
             let (pattern, channel) = (pattern.clone(), channel.clone());
             let generation = generation.clone();
             async move {
-                c.incr::<_, _, ()>(&generation, 1).await?;
+                // INCR, not INCRBY: the ACL line allows exactly the commands used.
+                redis::cmd("INCR").arg(&generation).query_async::<()>(&mut c).await?;
                 let names: Vec<String> = {
                     let mut iter: redis::AsyncIter<String> = c.scan_match(&pattern).await?;
                     let mut names = Vec::new();
