@@ -166,6 +166,44 @@ pub(crate) struct VerdictCache {
     /// The fresh entries of each sign-in (`origin_jti`), kept in step with the cache by its
     /// eviction listener, so that a session is invalidated without a scan.
     sessions: Arc<Mutex<HashMap<Box<str>, Vec<TokenKey>>>>,
+    /// Per-`sub` "revoked after" watermarks: tokens of that user issued before are refused.
+    watermarks: Watermarks,
+}
+
+/// How long a watermark is kept: no access token lives longer, so no token issued before an
+/// older watermark can still be presented.
+const WATERMARK_LIFE_SECS: i64 = 24 * 3600;
+
+/// Per-user "revoked after" instants (Unix seconds): O(1) to record, O(1) to check, and free on
+/// the hot path while there are none.
+#[derive(Default)]
+pub(crate) struct Watermarks {
+    count: std::sync::atomic::AtomicUsize,
+    marks: std::sync::RwLock<HashMap<Box<str>, i64>>,
+}
+
+impl Watermarks {
+    /// Records that `sub`'s tokens issued before `at` are revoked (a later mark wins).
+    pub(crate) fn record(&self, sub: &str, at: i64) {
+        let mut marks = self.marks.write().unwrap_or_else(|e| e.into_inner());
+        let now = crate::token::unix_now();
+        if marks.len() >= 1024 && marks.len().is_power_of_two() {
+            marks.retain(|_, at| *at + WATERMARK_LIFE_SECS > now);
+        }
+        let mark = marks.entry(sub.into()).or_insert(at);
+        *mark = (*mark).max(at);
+        self.count.store(marks.len(), Relaxed);
+    }
+
+    /// Whether a token of `sub` issued at `iat` (none: unknown, so before) is revoked.
+    #[inline]
+    pub(crate) fn revoked(&self, sub: &str, iat: Option<i64>) -> bool {
+        if self.count.load(Relaxed) == 0 {
+            return false;
+        }
+        let marks = self.marks.read().unwrap_or_else(|e| e.into_inner());
+        marks.get(sub).is_some_and(|mark| iat.is_none_or(|iat| iat < *mark))
+    }
 }
 
 /// A session's entry left the cache: forget it in the index.
@@ -211,6 +249,7 @@ impl VerdictCache {
             .eviction_listener(move |key: Arc<TokenKey>, entry: Entry, _| unindex(&index, &key, &entry))
             .build();
         VerdictCache {
+            watermarks: Watermarks::default(),
             sessions,
             fresh,
             negative,
@@ -231,6 +270,11 @@ impl VerdictCache {
     pub(crate) async fn get(&self, key: &TokenKey) -> Option<Principal> {
         let entry = self.fresh.get(key).await?;
         (!entry.flight.revoked()).then_some(entry.principal)
+    }
+
+    /// The per-user watermarks.
+    pub(crate) fn watermarks(&self) -> &Watermarks {
+        &self.watermarks
     }
 
     /// Fresh positive entries held (lags behind by the pending maintenance).

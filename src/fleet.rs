@@ -33,6 +33,17 @@ pub(crate) struct FleetSettings {
     pub(crate) ca_pem: Option<Vec<u8>>,
 }
 
+/// What a lookup in Redis found.
+#[derive(Default)]
+pub(crate) struct Lookup {
+    /// A verdict made for this token.
+    pub(crate) shared: Option<Shared>,
+    /// The invalidation generation to write back under (none when Redis could not be read).
+    pub(crate) generation: Option<String>,
+    /// The user's watermark (`revoke_user`), if any.
+    pub(crate) watermark: Option<i64>,
+}
+
 /// What Redis holds for a token, once checked against the token's own claims.
 pub(crate) enum Shared {
     /// A user's profile, and until when (Unix ms) the verdict may be served.
@@ -111,7 +122,28 @@ pub(crate) enum Message {
     Token(TokenKey),
     User(String),
     Session(String),
+    /// `revoke_user`: the user's tokens issued before the instant (Unix seconds) are refused.
+    Watermark(String, i64),
     All,
+}
+
+/// The MAC (hex) of a watermark, so that a forged broadcast cannot refuse anyone's tokens.
+fn watermark_tag(key: &aws_lc_rs::hmac::Key, sub: &str, at: i64) -> String {
+    let tag = aws_lc_rs::hmac::sign(key, format!("w\n{at}\n{sub}").as_bytes());
+    hex(tag.as_ref().try_into().unwrap_or(&[0u8; 32]))
+}
+
+/// A watermark broadcast, `w:{at}:{tag or -}:{sub}`, if it is well formed and (with a fleet
+/// secret) genuine.
+fn parse_watermark(rest: &str, mac: Option<&aws_lc_rs::hmac::Key>) -> Option<Message> {
+    let (at, rest) = rest.split_once(':')?;
+    let (tag, sub) = rest.split_once(':')?;
+    let at: i64 = at.parse().ok()?;
+    if let Some(key) = mac {
+        let expected = unhex(tag)?;
+        aws_lc_rs::hmac::verify(key, format!("w\n{at}\n{sub}").as_bytes(), &expected).ok()?;
+    }
+    Some(Message::Watermark(sub.to_owned(), at))
 }
 
 pub(crate) struct Fleet {
@@ -189,6 +221,10 @@ impl Fleet {
         format!("{}o:{origin_jti}", self.settings.prefix)
     }
 
+    fn watermark_key(&self, sub: &str) -> String {
+        format!("{}w:{sub}", self.settings.prefix)
+    }
+
     fn generation(&self) -> String {
         format!("{}gen", self.settings.prefix)
     }
@@ -264,17 +300,28 @@ impl Fleet {
 
     /// The shared verdict for a token, if there is one made for it, and the invalidation
     /// generation to write back under (none when Redis could not be read).
-    pub(crate) async fn get(&self, key: &TokenKey, claims: &Claims) -> (Option<Shared>, Option<String>) {
-        let (name, generation) = (self.entry_key(key), self.generation());
-        let read: Option<(Option<Vec<u8>>, Option<String>)> = self
+    pub(crate) async fn get(&self, key: &TokenKey, claims: &Claims) -> Lookup {
+        let (name, generation, mark) =
+            (self.entry_key(key), self.generation(), self.watermark_key(&claims.sub));
+        let read: Option<(Option<Vec<u8>>, Option<String>, Option<Vec<u8>>)> = self
             .run("get", |mut c| {
-                let (name, generation) = (name.clone(), generation.clone());
-                async move { redis::pipe().get(name).get(generation).query_async(&mut c).await }
+                let (name, generation, mark) = (name.clone(), generation.clone(), mark.clone());
+                async move { redis::pipe().get(name).get(generation).get(mark).query_async(&mut c).await }
             })
             .await;
-        let Some((raw, generation)) = read else { return (None, None) };
-        let generation = Some(generation.unwrap_or_else(|| "0".to_owned()));
-        (raw.and_then(|raw| self.decode(&name, &raw, claims)), generation)
+        let Some((raw, generation, watermark)) = read else { return Lookup::default() };
+        let watermark = watermark.and_then(|raw| {
+            let at = self.open(&mark, &raw).and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+            if at.is_none() {
+                self.report("a watermark in Redis does not carry this fleet's MAC; ignoring it");
+            }
+            at
+        });
+        Lookup {
+            shared: raw.and_then(|raw| self.decode(&name, &raw, claims)),
+            generation: Some(generation.unwrap_or_else(|| "0".to_owned())),
+            watermark,
+        }
     }
 
     /// The value to store under `name`: with a fleet secret, `{mac}.{json}` where the MAC
@@ -430,6 +477,34 @@ impl Fleet {
         .await;
     }
 
+    /// Records a watermark for `sub` in Redis (for instances that start or resubscribe later)
+    /// and broadcasts it, authenticated with the fleet secret when there is one.
+    pub(crate) async fn revoke_user(&self, sub: &str, at: i64) {
+        let name = self.watermark_key(sub);
+        let value = self.seal(&name, at.to_string().into_bytes());
+        let tag = self.mac.as_ref().map_or_else(|| "-".to_owned(), |k| watermark_tag(k, sub, at));
+        let (channel, message) = (self.channel(), format!("w:{at}:{tag}:{sub}"));
+        let life_ms = 24 * 3600 * 1000;
+        self.run("revoke", |mut c| {
+            let (name, value, channel, message) =
+                (name.clone(), value.clone(), channel.clone(), message.clone());
+            async move {
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(&name)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(life_ms)
+                    .ignore()
+                    .publish(&channel, message)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            }
+        })
+        .await;
+    }
+
     /// Removes a user's shared verdicts and tells every instance to drop theirs.
     pub(crate) async fn invalidate_user(&self, id: &str) {
         self.invalidate_indexed(self.user_index(id), format!("u:{id}")).await;
@@ -518,6 +593,7 @@ impl Fleet {
         }
         let (client, channel, timeout) = (self.client.clone(), self.channel(), self.settings.timeout);
         let status = self.subscribed.clone();
+        let mac = self.mac.clone();
         tokio::spawn(async move {
             loop {
                 if target.strong_count() == 0 {
@@ -543,6 +619,7 @@ impl Fleet {
                             Some(("t", key)) => unhex(key).map(Message::Token),
                             Some(("u", id)) => Some(Message::User(id.to_owned())),
                             Some(("s", id)) => Some(Message::Session(id.to_owned())),
+                            Some(("w", rest)) => parse_watermark(rest, mac.as_ref()),
                             _ if payload == "a" => Some(Message::All),
                             _ => None,
                         };

@@ -387,6 +387,10 @@ impl CognitoUser {
         self.0.exp
     }
 
+    pub(crate) fn iat(&self) -> Option<i64> {
+        self.0.iat
+    }
+
     /// When the token was issued (`iat`).
     pub fn issued_at(&self) -> Option<SystemTime> {
         self.0.iat.map(unix_time)

@@ -10,7 +10,7 @@ use crate::cache::{CacheSettings, Counters, Flight, Loaded, Outcome, Stats, Targ
 use crate::cognito::{CallSettings, Cognito, Introspect};
 use crate::error::{ConfigError, Rejection, Unavailable, UnavailableKind, VerifyError};
 #[cfg(feature = "redis")]
-use crate::fleet::{unix_ms, Fleet, Message, Shared};
+use crate::fleet::{unix_ms, Fleet, Lookup, Message, Shared};
 use crate::guard::QuotaGuard;
 use crate::issuer::Issuers;
 use crate::jwks::{FetchKeys, JwksSettings, KeySet};
@@ -172,6 +172,7 @@ impl Inner {
             Message::Token(key) => self.cache.invalidate(Target::Token(&key)),
             Message::User(id) => self.cache.invalidate(Target::User(&id)),
             Message::Session(id) => self.cache.invalidate(Target::Session(&id)),
+            Message::Watermark(sub, at) => self.cache.watermarks().record(&sub, at),
             Message::All => self.cache.invalidate(Target::All),
         }
     }
@@ -452,6 +453,9 @@ impl Verifier {
                 if let Err(refused) = accept.admits(&principal) {
                     return (self.counted(Err(refused.into())), true);
                 }
+                if principal.user().is_some_and(|u| inner.cache.watermarks().revoked(u.sub(), u.iat())) {
+                    return (self.counted(Err(Rejection::NotAuthorized.into())), true);
+                }
                 Counters::bump(&counters.hits);
                 let verdict = Ok(principal);
                 inner.telemetry.verdict(&verdict);
@@ -496,6 +500,12 @@ impl Verifier {
         }
         Counters::bump(&counters.misses);
         let checked = self.check_locally(token, accept).await?;
+        // Revoked by the app after this token was issued (`revoke_user`): refused, no call.
+        if checked.kind != Kind::IdToken
+            && inner.cache.watermarks().revoked(&checked.claims.sub, checked.claims.iat)
+        {
+            return Err(Rejection::NotAuthorized.into());
+        }
         let Some(key) = key else {
             return self.resolve(None, token, &checked, None).await.map(|(p, _)| p);
         };
@@ -670,7 +680,14 @@ impl Verifier {
     ) -> Result<Loaded, Option<String>> {
         let inner = &*self.0;
         self.listen();
-        let (shared, generation) = fleet.get(key, claims).await;
+        let Lookup { shared, generation, watermark } = fleet.get(key, claims).await;
+        if let Some(at) = watermark {
+            // An instance that missed the broadcast (or started later) learns it here.
+            inner.cache.watermarks().record(&claims.sub, at);
+            if inner.cache.watermarks().revoked(&claims.sub, claims.iat) {
+                return Ok(Err(Rejection::NotAuthorized.into()));
+            }
+        }
         let telemetry = &inner.telemetry;
         (if shared.is_some() { &telemetry.redis_hits } else { &telemetry.redis_misses }).increment(1);
         match (shared, generation) {
@@ -752,8 +769,25 @@ impl Verifier {
         let user = self.verify(token).await?;
         let pool = self.0.pools.iter().find(|p| *p.id == *user.pool_id()).unwrap_or(&self.0.pools[0]);
         pool.cognito.global_sign_out(token).await?;
+        self.revoke_user(user.sub()).await;
         self.invalidate_user(user.sub()).await;
         Ok(())
+    }
+
+    /// Refuses, from now on, every token of the user `sub` issued before this second: locally,
+    /// at once, with no scan of the cache and no `GetUser` call, here and (in fleet mode, through
+    /// Redis) on every instance. Tokens issued in the same second or later are verified
+    /// normally. For apps that sign out, disable or delete users through their own admin calls
+    /// (`AdminUserGlobalSignOut`, `AdminDisableUser`, `AdminDeleteUser`); the mark is kept 24 h,
+    /// longer than any access token lives. [`invalidate_user`](Self::invalidate_user) keeps its
+    /// meaning: it drops verdicts (re-verified, never refused by it), as after an attribute change.
+    pub async fn revoke_user(&self, sub: &str) {
+        let at = token::unix_now();
+        self.0.cache.watermarks().record(sub, at);
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.0.fleet {
+            fleet.revoke_user(sub, at).await;
+        }
     }
 
     /// Revokes a sign-in session (Cognito `RevokeToken`, unsigned: authorized by the refresh

@@ -357,3 +357,19 @@ async fn a_deleted_user_is_seen_within_the_ttl() {
 async fn admin_user_global_sign_out_is_seen_within_the_ttl() {
     assert_revocation_seen_within_ttl(Revoke::AdminUserGlobalSignOut).await;
 }
+
+#[tokio::test]
+async fn revoke_user_refuses_cached_tokens_issued_before_it_without_a_call() {
+    let fake = fake().await;
+    let verifier = verifier(&fake).build().unwrap();
+    let mut claims = common::access_claims(FAKE_POOL, FAKE_CLIENT, "disabled-by-admin", 3600);
+    claims["iat"] = (common::unix_now() - 30).into();
+    let old = actix_cognito::testing::TestSigner::default().sign(&claims);
+    verifier.verify(&old).await.unwrap();
+    verifier.revoke_user("disabled-by-admin").await;
+    assert_eq!(common::rejection(verifier.verify(&old).await), Rejection::NotAuthorized);
+    verifier.invalidate_token(&old).await;
+    assert_eq!(common::rejection(verifier.verify(&old).await), Rejection::NotAuthorized);
+    assert_eq!(fake.get_user_calls(), 1);
+    verifier.verify(&fake_token("disabled-by-admin", 3600)).await.unwrap();
+}

@@ -663,3 +663,73 @@ async fn with_a_fleet_secret_a_value_written_without_it_is_a_miss() {
         Err(actix_cognito::ConfigError::InvalidSetting { setting: "redis_secret", .. })
     ));
 }
+
+/// A token of user `sub` issued `ago` seconds ago.
+fn issued_ago(sub: &str, jti: &str, ago: i64) -> String {
+    let mut claims = common::access_claims(FAKE_POOL, FAKE_CLIENT, sub, 3600);
+    claims["iat"] = (common::unix_now() - ago).into();
+    claims["jti"] = jti.into();
+    actix_cognito::testing::TestSigner::default().sign(&claims)
+}
+
+#[tokio::test]
+async fn revoke_user_refuses_the_users_older_tokens_on_every_instance_at_once_without_a_call() {
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
+    let fleet = three(&fake, &redis).await;
+    let tokens: Vec<String> = (0..3).map(|i| issued_ago("revoked-user", &format!("t{i}"), 10)).collect();
+    let bystander = issued_ago("bystander", "b", 10);
+    for v in &fleet {
+        for token in tokens.iter().chain([&bystander]) {
+            v.verify(token).await.unwrap();
+        }
+    }
+    let calls = fake.get_user_calls();
+    assert_eq!(calls, 4);
+    fleet[0].revoke_user("revoked-user").await;
+    let started = Instant::now();
+    for v in &fleet {
+        for token in &tokens {
+            loop {
+                match v.verify(token).await {
+                    Err(VerifyError::Rejected(Rejection::NotAuthorized)) => break,
+                    Ok(_) => assert!(started.elapsed() < Duration::from_millis(100), "still accepted"),
+                    Err(e) => panic!("{e:?}"),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        v.verify(&bystander).await.unwrap();
+    }
+    assert_eq!(fake.get_user_calls(), calls, "refused locally, without GetUser");
+    // Issued in the same second or later: verified normally.
+    let fresh = issued_ago("revoked-user", "after", 0);
+    fleet[1].verify(&fresh).await.unwrap();
+    // An instance that starts later learns the watermark from Redis on its first miss.
+    let late = three(&fake, &redis).await.remove(0);
+    assert_eq!(common::rejection(late.verify(&tokens[0]).await), Rejection::NotAuthorized);
+    // invalidate_user refuses nothing: it makes the next request ask Cognito again.
+    fleet[2].invalidate_user("bystander").await;
+    fleet[2].verify(&bystander).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_forged_watermark_broadcast_refuses_no_one_when_the_fleet_has_a_secret() {
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
+    let v = Verifier::builder(FAKE_POOL)
+        .client_id(FAKE_CLIENT)
+        .endpoint_url(fake.endpoint())
+        .redis(redis.url())
+        .redis_secret(b"0123456789abcdef0123456789abcdef".to_vec())
+        .build_hydrated()
+        .await
+        .unwrap();
+    let token = issued_ago("target", "t", 10);
+    v.verify(&token).await.unwrap();
+    let at = (common::unix_now() + 100).to_string();
+    redis.cmd(&["PUBLISH", "actix-cognito:invalidate", &format!("w:{at}:-:target")]).await;
+    redis.cmd(&["SET", "actix-cognito:w:target", &at]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    v.verify(&token).await.unwrap();
+    v.invalidate_token(&token).await;
+    v.verify(&token).await.unwrap();
+}
