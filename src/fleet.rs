@@ -33,6 +33,9 @@ pub(crate) struct FleetSettings {
     pub(crate) ca_pem: Option<Vec<u8>>,
 }
 
+/// A lookup's raw answers: the verdict, the generation, the watermark.
+type Read = (Option<Vec<u8>>, Option<String>, Option<Vec<u8>>);
+
 /// What a lookup in Redis found.
 #[derive(Default)]
 pub(crate) struct Lookup {
@@ -303,7 +306,7 @@ impl Fleet {
     pub(crate) async fn get(&self, key: &TokenKey, claims: &Claims) -> Lookup {
         let (name, generation, mark) =
             (self.entry_key(key), self.generation(), self.watermark_key(&claims.sub));
-        let read: Option<(Option<Vec<u8>>, Option<String>, Option<Vec<u8>>)> = self
+        let read: Option<Read> = self
             .run("get", |mut c| {
                 let (name, generation, mark) = (name.clone(), generation.clone(), mark.clone());
                 async move { redis::pipe().get(name).get(generation).get(mark).query_async(&mut c).await }
