@@ -97,19 +97,22 @@ async fn claims_fake(attributes: &[(&str, &str)]) -> FakeCognito {
     FakeCognito::start(Behaviour::Claims { attributes }).await.unwrap()
 }
 
-async fn three(fake: &FakeCognito, redis: &Redis) -> Vec<Verifier> {
+/// An instance's builder: the fake upstream, fleet mode on `url`.
+fn member(fake: &FakeCognito, url: String) -> actix_cognito::VerifierBuilder {
+    Verifier::builder(FAKE_POOL).client_id(FAKE_CLIENT).endpoint_url(fake.endpoint()).redis(url)
+}
+
+/// `n` instances built (and subscribed) from `builder`.
+async fn instances(n: usize, builder: impl Fn() -> actix_cognito::VerifierBuilder) -> Vec<Verifier> {
     let mut out = Vec::new();
-    for _ in 0..3 {
-        let v = Verifier::builder(FAKE_POOL)
-            .client_id(FAKE_CLIENT)
-            .endpoint_url(fake.endpoint())
-            .redis(redis.url())
-            .build_hydrated()
-            .await
-            .unwrap();
-        out.push(v);
+    for _ in 0..n {
+        out.push(builder().build_hydrated().await.unwrap());
     }
     out
+}
+
+async fn three(fake: &FakeCognito, redis: &Redis) -> Vec<Verifier> {
+    instances(3, || member(fake, redis.url())).await
 }
 
 #[tokio::test]
@@ -419,6 +422,7 @@ async fn copied_redis_entries_grant_nothing_on_three_example_servers() {
 #[tokio::test]
 async fn redis_settings_apply_in_any_order() {
     let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
+    // The prefix and timeout before `redis(..)`: they still apply.
     let verifier = Verifier::builder(FAKE_POOL)
         .client_id(FAKE_CLIENT)
         .endpoint_url(fake.endpoint())
@@ -574,19 +578,12 @@ impl Drop for TlsRedis {
 #[tokio::test]
 async fn fleet_mode_works_over_tls_with_a_private_ca_as_the_restricted_acl_user() {
     let (fake, redis) = (claims_fake(&[]).await, TlsRedis::start().await);
-    let mut fleet = Vec::new();
-    for _ in 0..3 {
-        let v = Verifier::builder(FAKE_POOL)
-            .client_id(FAKE_CLIENT)
-            .endpoint_url(fake.endpoint())
-            .redis(redis.url())
+    let fleet = instances(3, || {
+        member(&fake, redis.url())
             .redis_ca_pem(redis.ca_pem.clone())
             .redis_timeout(Duration::from_millis(500))
-            .build_hydrated()
-            .await
-            .unwrap();
-        fleet.push(v);
-    }
+    })
+    .await;
     let token = fake_token("over-tls", 3600);
     for v in &fleet {
         v.verify(&token).await.unwrap();
@@ -604,13 +601,7 @@ async fn fleet_mode_works_over_tls_with_a_private_ca_as_the_restricted_acl_user(
 
     // Another CA: Redis is skipped (and the failure logged); requests are answered.
     let (_, wrong_ca) = private_ca();
-    let v = Verifier::builder(FAKE_POOL)
-        .client_id(FAKE_CLIENT)
-        .endpoint_url(fake.endpoint())
-        .redis(redis.url())
-        .redis_ca_pem(wrong_ca)
-        .build()
-        .unwrap();
+    let v = member(&fake, redis.url()).redis_ca_pem(wrong_ca).build().unwrap();
     v.verify(&fake_token("untrusted", 3600)).await.unwrap();
     assert_eq!(v.stats().shared_hits, 0);
     assert_eq!(v.readiness().redis, Some(actix_cognito::RedisState::Down));
@@ -620,18 +611,7 @@ async fn fleet_mode_works_over_tls_with_a_private_ca_as_the_restricted_acl_user(
 async fn with_a_fleet_secret_a_value_written_without_it_is_a_miss() {
     let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
     let secret = b"0123456789abcdef0123456789abcdef".to_vec();
-    let mut fleet = Vec::new();
-    for _ in 0..2 {
-        let v = Verifier::builder(FAKE_POOL)
-            .client_id(FAKE_CLIENT)
-            .endpoint_url(fake.endpoint())
-            .redis(redis.url())
-            .redis_secret(secret.clone())
-            .build_hydrated()
-            .await
-            .unwrap();
-        fleet.push(v);
-    }
+    let fleet = instances(2, || member(&fake, redis.url()).redis_secret(secret.clone())).await;
     let (token, other) = (fake_token("sealed", 3600), fake_token("sealed-other", 3600));
     fleet[0].verify(&token).await.unwrap();
     fleet[0].verify(&other).await.unwrap();
@@ -715,14 +695,8 @@ async fn revoke_user_refuses_the_users_older_tokens_on_every_instance_at_once_wi
 #[tokio::test]
 async fn a_forged_watermark_broadcast_refuses_no_one_when_the_fleet_has_a_secret() {
     let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
-    let v = Verifier::builder(FAKE_POOL)
-        .client_id(FAKE_CLIENT)
-        .endpoint_url(fake.endpoint())
-        .redis(redis.url())
-        .redis_secret(b"0123456789abcdef0123456789abcdef".to_vec())
-        .build_hydrated()
-        .await
-        .unwrap();
+    let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+    let v = instances(1, || member(&fake, redis.url()).redis_secret(secret.clone())).await.remove(0);
     let token = issued_ago("target", "t", 10);
     v.verify(&token).await.unwrap();
     let at = (common::unix_now() + 100).to_string();
