@@ -242,8 +242,9 @@ impl CognitoAuth {
 
     /// Also reads the token from this header (the bare token, no scheme) when there is no
     /// `Authorization` header.
-    pub fn token_from_header(mut self, name: &str) -> Self {
-        match HeaderName::try_from(name) {
+    pub fn token_from_header(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        match HeaderName::try_from(name.as_str()) {
             Ok(h) if h != header::AUTHORIZATION => Arc::make_mut(&mut self.config.source).header = Some(h),
             _ => return self.mistake(format!("token_from_header: {name:?} is not a usable header name")),
         }
