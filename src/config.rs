@@ -43,13 +43,13 @@ pub struct VerifierBuilder {
     max_per_second: Option<u32>,
     /// Fleet mode: Redis's URL, and its settings, which may be set in any order.
     #[cfg(feature = "redis")]
-    redis: Option<String>,
+    redis: Option<Secret<String>>,
     #[cfg(feature = "redis")]
     redis_prefix: String,
     #[cfg(feature = "redis")]
     redis_timeout: Duration,
     #[cfg(feature = "redis")]
-    redis_secret: Option<Vec<u8>>,
+    redis_secret: Option<Secret<Vec<u8>>>,
     #[cfg(feature = "redis")]
     redis_ca_pem: Option<Vec<u8>>,
     /// The SDK configuration to build the Cognito client from.
@@ -60,6 +60,31 @@ pub struct VerifierBuilder {
     /// In-process stand-ins, for the crate's own tests.
     seams: crate::verifier::Seams,
     user_info_domain: Option<String>,
+}
+
+/// A secret setting (a Redis URL may carry a password): `Debug` prints `[redacted]`.
+#[cfg(feature = "redis")]
+#[derive(Clone)]
+struct Secret<T>(T);
+
+#[cfg(feature = "redis")]
+impl<T> std::fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A URL with its password, if any, replaced by `***`, for error messages.
+#[cfg(feature = "redis")]
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 impl Verifier {
@@ -377,7 +402,7 @@ impl VerifierBuilder {
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, url: impl Into<String>) -> Self {
-        self.redis = Some(url.into());
+        self.redis = Some(Secret(url.into()));
         self
     }
 
@@ -398,7 +423,7 @@ impl VerifierBuilder {
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
-        self.redis_secret = Some(secret.into());
+        self.redis_secret = Some(Secret(secret.into()));
         self
     }
 
@@ -501,7 +526,7 @@ impl VerifierBuilder {
     /// Fleet mode's connection, when a Redis URL was given.
     #[cfg(feature = "redis")]
     fn fleet(&self, telemetry: &Telemetry) -> Result<Option<crate::fleet::Fleet>, ConfigError> {
-        let Some(url) = &self.redis else { return Ok(None) };
+        let Some(Secret(url)) = &self.redis else { return Ok(None) };
         let invalid = |setting, reason| ConfigError::InvalidSetting { setting, reason };
         if self.redis_timeout.is_zero() || self.redis_timeout > Duration::from_secs(5) {
             return Err(invalid("redis_timeout", "more than zero and at most 5 s"));
@@ -509,7 +534,7 @@ impl VerifierBuilder {
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(['*', '?', '[', ']']) {
             return Err(invalid("redis_prefix", "not empty, and no glob characters (* ? [ ])"));
         }
-        if self.redis_secret.as_ref().is_some_and(|s| s.len() < 32) {
+        if self.redis_secret.as_ref().is_some_and(|s| s.0.len() < 32) {
             return Err(invalid("redis_secret", "at least 32 bytes"));
         }
         let settings = crate::fleet::FleetSettings {
@@ -517,12 +542,12 @@ impl VerifierBuilder {
             prefix: self.redis_prefix.clone(),
             timeout: self.redis_timeout,
             breaker: Duration::from_secs(5),
-            secret: self.redis_secret.clone(),
+            secret: self.redis_secret.as_ref().map(|s| s.0.clone()),
             ca_pem: self.redis_ca_pem.clone(),
         };
         crate::fleet::Fleet::new(settings, telemetry)
             .map(Some)
-            .map_err(|reason| ConfigError::InvalidRedisUrl { value: url.clone(), reason })
+            .map_err(|reason| ConfigError::InvalidRedisUrl { value: redact_password(url), reason })
     }
 
     /// The endpoint override: set on the builder, else from the environment.
@@ -838,6 +863,19 @@ mod tests {
         assert!(matches!(err, ConfigError::InvalidSetting { setting: "max_attempts", .. }));
         let err = builder("eu-west-1_Abc").operation_timeout(Duration::ZERO).build().unwrap_err();
         assert!(matches!(err, ConfigError::InvalidSetting { setting: "operation_timeout", .. }));
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_passwords_and_secrets_never_reach_debug_or_error_messages() {
+        let b = builder("eu-west-1_Abc")
+            .redis("rediss://app:hunter2-password@cache.example.com:6380")
+            .redis_secret(b"fleet-secret-0123456789abcdefghij".to_vec());
+        let debug = format!("{b:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("fleet-secret"), "{debug}");
+        let err = builder("eu-west-1_Abc").redis("rediss://app:hunter2-password@").build().unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert_eq!(redact_password("redis://host:6379"), "redis://host:6379");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::token::TokenKey;
 use crate::user::{CognitoUser, Profile};
 
 /// Fleet-mode settings, from [`VerifierBuilder::redis`](crate::VerifierBuilder::redis).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct FleetSettings {
     pub(crate) url: String,
     pub(crate) prefix: String,
