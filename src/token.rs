@@ -49,8 +49,9 @@ struct Header<'a> {
     kid: Option<String>,
 }
 
-/// The claims of a Cognito access token, read before Cognito has vouched for them.
-#[derive(Debug, Deserialize)]
+/// The claims of a Cognito access token, read before Cognito has vouched for them. No `Debug`:
+/// `json` is the token's payload.
+#[derive(Deserialize)]
 pub(crate) struct Claims {
     /// The header's key id; not a claim, but read with them.
     #[serde(skip)]
