@@ -86,6 +86,17 @@ async fn the_example_server_refuses_to_start_with_a_bad_configuration() {
     }
 }
 
+/// The example server for the seeded pool, at `endpoint`, with a 1 s TTL and nothing else.
+async fn with_a_one_second_ttl(s: &common::Seeded, endpoint: &str) -> common::example::Server {
+    start(&[
+        ("COGNITO_USER_POOL_ID", &s.pool.pool_id),
+        ("COGNITO_CLIENT_ID", &s.pool.client_id),
+        ("COGNITO_CACHE_TTL_SECS", "1"),
+        ("AWS_ENDPOINT_URL", endpoint),
+    ])
+    .await
+}
+
 /// What a new user of cognito-local sees: its default configuration (pool `local_...`, issuer
 /// `http://localhost:{port}`), reached either way, with no region and no issuer setting.
 #[tokio::test]
@@ -98,13 +109,7 @@ async fn the_example_server_works_with_cognito_local_as_it_comes() {
     let port = s.emulator.endpoint().rsplit(':').next().unwrap().to_owned();
     for host in ["127.0.0.1", "localhost"] {
         let endpoint = format!("http://{host}:{port}");
-        let server = start(&[
-            ("COGNITO_USER_POOL_ID", &s.pool.pool_id),
-            ("COGNITO_CLIENT_ID", &s.pool.client_id),
-            ("COGNITO_CACHE_TTL_SECS", "1"),
-            ("AWS_ENDPOINT_URL", &endpoint),
-        ])
-        .await;
+        let server = with_a_one_second_ttl(&s, &endpoint).await;
         let addr = server.addr;
         let me = get_with_token(addr, "/me", &s.tokens.access).await;
         assert_eq!(me.status, 200, "{endpoint}: {}", me.body);
@@ -128,13 +133,7 @@ async fn the_example_server_works_with_cognito_local_as_it_comes() {
 
     // A deleted user is refused within TTL + 1 s.
     let endpoint = s.emulator.endpoint().to_owned();
-    let server = start(&[
-        ("COGNITO_USER_POOL_ID", &s.pool.pool_id),
-        ("COGNITO_CLIENT_ID", &s.pool.client_id),
-        ("COGNITO_CACHE_TTL_SECS", "1"),
-        ("AWS_ENDPOINT_URL", &endpoint),
-    ])
-    .await;
+    let server = with_a_one_second_ttl(&s, &endpoint).await;
     assert_eq!(get_with_token(server.addr, "/me", &s.tokens.access).await.status, 200);
     s.revoke(common::Revoke::AdminDeleteUser).await;
     let deleted = std::time::Instant::now();
