@@ -7,6 +7,8 @@
 //! | `COGNITO_USER_POOL_ID` | the user pool, such as `eu-west-1_AbC123xyz`, or several, comma-separated (required) |
 //! | `COGNITO_CLIENT_ID` | allowed app client ids, comma-separated (required) |
 //! | `COGNITO_CACHE_TTL_SECS` | cache TTL, the revocation delay (default 30; 0 disables) |
+//! | `COGNITO_GET_USER_BUDGET` | `GetUser` calls a second the active tokens may cost: the TTL adapts, from `COGNITO_CACHE_TTL_SECS` up (default: none, the TTL is fixed) |
+//! | `COGNITO_MAX_CACHE_TTL_SECS` | the longest TTL that budget may pick (default 300) |
 //! | `AWS_REGION` | must match the pool id if set |
 //! | `AWS_ENDPOINT_URL` | an emulator's endpoint, such as `http://127.0.0.1:4566` |
 //! | `COGNITO_ALLOW_ISSUER` | further accepted `iss` values, comma-separated (emulators with an issuer of their own) |
@@ -84,6 +86,12 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
+/// A variable holding a whole number, if set.
+fn whole(name: &str) -> Option<u64> {
+    let value = env(name)?;
+    Some(value.parse().unwrap_or_else(|_| fail(format!("{name}={value:?} is not a whole number"))))
+}
+
 fn fail(message: impl std::fmt::Display) -> ! {
     eprintln!("server: {message}");
     std::process::exit(2);
@@ -114,11 +122,15 @@ async fn verifier_from_env() -> Verifier {
     for other in pools {
         builder = builder.pool(other);
     }
-    if let Some(ttl) = env("COGNITO_CACHE_TTL_SECS") {
-        let secs: u64 = ttl.parse().unwrap_or_else(|_| {
-            fail(format!("COGNITO_CACHE_TTL_SECS={ttl:?} is not a whole number of seconds"))
-        });
+    if let Some(secs) = whole("COGNITO_CACHE_TTL_SECS") {
         builder = builder.cache_ttl(Duration::from_secs(secs));
+    }
+    if let Some(calls) = whole("COGNITO_GET_USER_BUDGET") {
+        let calls = u32::try_from(calls).unwrap_or_else(|_| fail("COGNITO_GET_USER_BUDGET is too large"));
+        builder = builder.get_user_budget(calls);
+    }
+    if let Some(secs) = whole("COGNITO_MAX_CACHE_TTL_SECS") {
+        builder = builder.max_cache_ttl(Duration::from_secs(secs));
     }
     if let Some(region) = env("AWS_REGION") {
         builder = builder.region(region);

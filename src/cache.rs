@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use moka::future::Cache;
 use moka::Expiry;
 
+use crate::budget::{Budget, BudgetSettings};
 use crate::error::{Rejection, VerifyError};
 use crate::token::{Claims, TokenKey};
 use crate::user::{Principal, Profile};
@@ -28,6 +29,8 @@ pub(crate) struct CacheSettings {
     pub(crate) negative_ttl: Duration,
     pub(crate) negative_capacity: u64,
     pub(crate) stale_grace: Option<Duration>,
+    /// With a `GetUser` budget: the TTL adapts to the active tokens, `ttl` being its floor.
+    pub(crate) budget: Option<BudgetSettings>,
 }
 
 impl Default for CacheSettings {
@@ -39,6 +42,7 @@ impl Default for CacheSettings {
             negative_ttl: Duration::from_secs(10),
             negative_capacity: 10_000,
             stale_grace: None,
+            budget: None,
         }
     }
 }
@@ -168,6 +172,8 @@ pub(crate) struct VerdictCache {
     sessions: Arc<Mutex<HashMap<Box<str>, Vec<TokenKey>>>>,
     /// Per-`sub` "revoked after" watermarks: tokens of that user issued before are refused.
     watermarks: Watermarks,
+    /// With a `GetUser` budget: the TTL in force.
+    budget: Option<Budget>,
 }
 
 /// How long a watermark is kept: no access token lives longer, so no token issued before an
@@ -221,7 +227,8 @@ fn unindex(sessions: &Mutex<HashMap<Box<str>, Vec<TokenKey>>>, key: &TokenKey, e
 }
 
 impl VerdictCache {
-    pub(crate) fn new(settings: CacheSettings) -> Self {
+    /// `effective_ttl` reports the TTL in force.
+    pub(crate) fn new(settings: CacheSettings, effective_ttl: metrics::Gauge) -> Self {
         // Each entry weighs its bytes, and at least an even share of the budget, so that both
         // the byte budget and the entry capacity hold.
         let positive = |capacity: u64| {
@@ -248,7 +255,12 @@ impl VerdictCache {
         let fresh = positive(settings.capacity)
             .eviction_listener(move |key: Arc<TokenKey>, entry: Entry, _| unindex(&index, &key, &entry))
             .build();
+        let budget = settings.budget.map(|b| Budget::new(b, settings.ttl, effective_ttl.clone()));
+        if budget.is_none() {
+            effective_ttl.set(settings.ttl.as_secs_f64());
+        }
         VerdictCache {
+            budget,
             watermarks: Watermarks::default(),
             sessions,
             fresh,
@@ -269,7 +281,26 @@ impl VerdictCache {
     #[inline]
     pub(crate) async fn get(&self, key: &TokenKey) -> Option<Principal> {
         let entry = self.fresh.get(key).await?;
-        (!entry.flight.revoked()).then_some(entry.principal)
+        if entry.flight.revoked() {
+            return None;
+        }
+        if let Some(budget) = &self.budget {
+            budget.observe(key);
+        }
+        Some(entry.principal)
+    }
+
+    /// How long a positive verdict for `key`, made now, is kept (before `exp` caps it).
+    pub(crate) fn ttl_for(&self, key: &TokenKey) -> Duration {
+        match &self.budget {
+            Some(budget) => budget.ttl_for(key, crate::token::unix_ms().max(0) as u64),
+            None => self.settings.ttl,
+        }
+    }
+
+    /// The TTL in force: the revocation delay of a token verified now.
+    pub(crate) fn effective_ttl(&self) -> Duration {
+        self.budget.as_ref().map_or(self.settings.ttl, Budget::effective)
     }
 
     /// The per-user watermarks.
@@ -344,11 +375,15 @@ impl VerdictCache {
                     let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
                     sessions.entry(origin.into()).or_default().push(key);
                 }
+                if let Some(budget) = &self.budget {
+                    budget.observe(&key);
+                }
+                let ttl = self.ttl_for(&key);
                 let life = until_exp(principal.exp());
                 if let (Some(stale), Some(grace), false) =
                     (&self.stale, self.settings.stale_grace, flight.revoked())
                 {
-                    let keep = life.min(self.settings.ttl.saturating_add(grace));
+                    let keep = life.min(ttl.saturating_add(grace));
                     stale
                         .insert(
                             key,
@@ -360,7 +395,7 @@ impl VerdictCache {
                         )
                         .await;
                 }
-                let life = life.min(self.settings.ttl).min(cap.unwrap_or(Duration::MAX));
+                let life = life.min(ttl).min(cap.unwrap_or(Duration::MAX));
                 Ok(Entry { until: later(now, life), principal, flight })
             }
             Err(VerifyError::Rejected(r)) => {

@@ -36,6 +36,7 @@ pub(crate) mod names {
     pub(crate) const QUOTA_REFUSALS: &str = "actix_cognito_quota_refusals_total";
     pub(crate) const REDIS_ERRORS: &str = "actix_cognito_redis_errors_total";
     pub(crate) const REDIS_BREAKER_OPEN: &str = "actix_cognito_redis_breaker_open";
+    pub(crate) const EFFECTIVE_TTL: &str = "actix_cognito_effective_ttl_seconds";
 }
 
 /// The metric handles of one verifier.
@@ -51,6 +52,8 @@ pub(crate) struct Telemetry {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) redis_misses: Counter,
     pub(crate) entries: Gauge,
+    /// The cache TTL in force: the revocation delay of a token verified now.
+    pub(crate) effective_ttl: Gauge,
     pub(crate) get_user_calls: Counter,
     get_user_duration: Histogram,
     pub(crate) jwks_fetches: Counter,
@@ -76,6 +79,7 @@ impl Telemetry {
             redis_hits: counter!(CACHE_HITS, "level" => "redis"),
             redis_misses: counter!(CACHE_MISSES, "level" => "redis"),
             entries: gauge!(CACHE_ENTRIES),
+            effective_ttl: gauge!(EFFECTIVE_TTL),
             get_user_calls: counter!(GET_USER_CALLS),
             get_user_duration: histogram!(GET_USER_DURATION),
             jwks_fetches: counter!(JWKS_FETCHES),

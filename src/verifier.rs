@@ -223,6 +223,7 @@ impl Verifier {
             }
             (None, None) => None,
         };
+        let cache = VerdictCache::new(s.cache, s.telemetry.effective_ttl.clone());
         let verifier = Verifier(Arc::new(Inner {
             pools,
             issuers,
@@ -235,7 +236,7 @@ impl Verifier {
             retry_after: s.call.retry_after,
             #[cfg(feature = "redis")]
             fleet: s.fleet,
-            cache: VerdictCache::new(s.cache),
+            cache,
             policy: s.policy,
             scope_hint_logged: AtomicI64::new(i64::MIN),
             issuers_reported: Mutex::default(),
@@ -262,6 +263,15 @@ impl Verifier {
     /// Every user pool id accepted, the first one first.
     pub fn user_pool_ids(&self) -> impl Iterator<Item = &str> {
         self.0.pools.iter().map(|p| &*p.id)
+    }
+
+    /// The cache TTL in force: how long a verdict made now is reused, which is the longest a
+    /// sign-out, a disabled or a deleted user can go unnoticed. `cache_ttl`, or with
+    /// [`get_user_budget`](crate::VerifierBuilder::get_user_budget), what the active tokens need,
+    /// between `cache_ttl` and `max_cache_ttl`. Also exported as the gauge
+    /// `actix_cognito_effective_ttl_seconds`.
+    pub fn effective_cache_ttl(&self) -> Duration {
+        self.0.cache.effective_ttl()
     }
 
     /// The (first) pool's region.
@@ -717,7 +727,8 @@ impl Verifier {
         let settings = &self.0.cache.settings;
         match verdict {
             Ok(Principal::User(user)) => {
-                let until = unix_ms().saturating_add(settings.ttl.as_millis() as u64);
+                let ttl = self.0.cache.ttl_for(key);
+                let until = unix_ms().saturating_add(ttl.as_millis() as u64);
                 fleet.put_user(key, user, until, generation).await
             }
             Err(VerifyError::Rejected(r)) if !r.is_local() && !settings.negative_ttl.is_zero() => {

@@ -14,5 +14,6 @@ mod fleet;
 mod hostile;
 mod middleware;
 mod operations;
+mod scale;
 mod signature;
 mod verify;
