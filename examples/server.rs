@@ -14,6 +14,7 @@
 //! | `COGNITO_ALLOW_ISSUER` | further accepted `iss` values, comma-separated (emulators with an issuer of their own) |
 //! | `PORT` | port on 127.0.0.1 (default 8080) |
 //! | `RESOURCE_URL` | this API's identifier in its RFC 9728 metadata (default `http://127.0.0.1:{PORT}`) |
+//! | `COGNITO_EVENTS_QUEUE_URL` | an SQS queue of Cognito's CloudTrail events (feature `events`; read with the app's AWS credentials) |
 //! | `REDIS_URL` | fleet mode: share verdicts and sign-outs through this Redis (feature `redis`) |
 //! | `REDIS_SECRET` | fleet mode: authenticate what the fleet writes to Redis (at least 32 bytes) |
 //! | `REDIS_CA_FILE` | fleet mode: a private CA's PEM file for `rediss://` |
@@ -22,7 +23,7 @@
 //! `GET /metrics` (Prometheus), `GET /ready` (503 until the signing keys are loaded), and
 //! `GET /.well-known/oauth-protected-resource` (RFC 9728; every 401 and 403 points at it).
 //!
-//! No AWS credentials are read or needed.
+//! No AWS credentials are read or needed, except to read `COGNITO_EVENTS_QUEUE_URL`.
 //!
 //! ```text
 //! cargo run --example server
@@ -156,6 +157,16 @@ async fn verifier_from_env() -> Verifier {
         #[cfg(not(feature = "redis"))]
         fail(format!(
             "REDIS_URL={url:?} needs the `redis` feature: cargo run --features redis --example server"
+        ));
+    }
+    if let Some(url) = env("COGNITO_EVENTS_QUEUE_URL") {
+        #[cfg(feature = "events")]
+        {
+            builder = builder.events_queue(url);
+        }
+        #[cfg(not(feature = "events"))]
+        fail(format!(
+            "COGNITO_EVENTS_QUEUE_URL={url:?} needs the `events` feature: cargo run --features events --example server"
         ));
     }
     builder.build().unwrap_or_else(|e| fail(e))

@@ -59,6 +59,12 @@ pub struct VerifierBuilder {
     redis_secret: Option<Secret<Vec<u8>>>,
     #[cfg(feature = "redis")]
     redis_ca_pem: Option<Vec<u8>>,
+    /// Feature `events`: the queue of Cognito's CloudTrail events, and the client to read it.
+    #[cfg(feature = "events")]
+    events_queue: Option<(String, Option<aws_sdk_sqs::Client>)>,
+    /// The app's shared AWS configuration, whose credentials sign the SQS calls.
+    #[cfg(feature = "events")]
+    shared_sdk: Option<aws_types::SdkConfig>,
     /// The SDK configuration to build the Cognito client from.
     sdk: Option<aws_sdk_cognitoidentityprovider::config::Builder>,
     /// The `SdkConfig`'s region and endpoint, when one was given.
@@ -139,6 +145,10 @@ impl VerifierBuilder {
             sdk: None,
             sdk_region: None,
             sdk_endpoint: None,
+            #[cfg(feature = "events")]
+            events_queue: None,
+            #[cfg(feature = "events")]
+            shared_sdk: None,
             seams: crate::verifier::Seams::default(),
             user_info_domain: None,
         }
@@ -190,6 +200,10 @@ impl VerifierBuilder {
             self.connect_timeout = connect.min(self.operation_timeout);
         }
         self.sdk = Some(sdk);
+        #[cfg(feature = "events")]
+        {
+            self.shared_sdk = Some(config.clone());
+        }
         self.sdk_region = config.region().map(|r| r.to_string());
         self.sdk_endpoint = config.endpoint_url().map(str::to_owned);
         self
@@ -428,6 +442,36 @@ impl VerifierBuilder {
         self
     }
 
+    /// Revocations made elsewhere (feature `events`): consumes the SQS queue at `queue_url`, which
+    /// an EventBridge rule feeds with Cognito's "AWS API Call via CloudTrail" events (README:
+    /// the rule's pattern and the IAM policy). After a call that can end a user's access
+    /// (`AdminDisableUser`, `AdminDeleteUser`, `DeleteUser`, `AdminUserGlobalSignOut`,
+    /// `GlobalSignOut`, `RevokeToken`, `AdminResetUserPassword`, `AdminSetUserPassword`,
+    /// `ChangePassword`, `AdminRemoveUserFromGroup`) on one of the verifier's pools, that user's
+    /// verdicts are dropped (on every instance, in fleet mode), so their next request goes to
+    /// `GetUser`: with a long TTL, a user disabled in the console is refused within seconds of
+    /// the event, not at the end of the TTL. An event never refuses a token by itself.
+    ///
+    /// The SQS calls are signed with the credentials and region of
+    /// [`sdk_config`](Self::sdk_config), which is required (a queue URL's own region wins). Each
+    /// message goes to one instance: without fleet mode, give each instance a queue of its own.
+    /// Messages are deleted once handled (malformed ones too, with a warning), event ids are
+    /// remembered to skip redeliveries, receive errors back off from 1 s to 30 s; requests never
+    /// wait on the queue.
+    #[cfg(feature = "events")]
+    pub fn events_queue(mut self, queue_url: impl Into<String>) -> Self {
+        self.events_queue = Some((queue_url.into(), None));
+        self
+    }
+
+    /// As [`events_queue`](Self::events_queue), reading the queue with this client (its own
+    /// credentials, region and endpoint).
+    #[cfg(feature = "events")]
+    pub fn events_queue_client(mut self, client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        self.events_queue = Some((queue_url.into(), Some(client)));
+        self
+    }
+
     /// Fleet mode (feature `redis`): shares verdicts with every instance through the Redis at
     /// `url` (`redis://` or, recommended, `rediss://` with an ACL user), and broadcasts
     /// invalidations over pub/sub. Lookups go local cache, then Redis, then Cognito. Redis
@@ -554,8 +598,41 @@ impl VerifierBuilder {
                 Some(domain) => Some(checked_url(domain, "user_info_domain()")?.to_string()),
                 None => None,
             },
+            #[cfg(feature = "events")]
+            events: self.events()?,
             seams: self.seams,
         }))
+    }
+
+    /// The consumer of Cognito's events, when a queue was given.
+    #[cfg(feature = "events")]
+    fn events(&self) -> Result<Option<crate::events::Events>, ConfigError> {
+        let Some((url, client)) = &self.events_queue else { return Ok(None) };
+        let parsed = checked_url(url, "events_queue()")?;
+        let client = match (client, &self.shared_sdk) {
+            (Some(client), _) => client.clone(),
+            (None, Some(shared)) => {
+                let mut config = aws_sdk_sqs::config::Builder::from(shared);
+                // https://sqs.{region}.amazonaws.com/{account}/{queue}: the queue's region wins.
+                let host = parsed.host().unwrap_or_default();
+                if let Some(region) = host.strip_prefix("sqs.").and_then(|h| h.split('.').next()) {
+                    if host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn") {
+                        config.set_region(Some(aws_types::region::Region::new(region.to_owned())));
+                    }
+                }
+                if shared.behavior_version().is_none() {
+                    config.set_behavior_version(Some(aws_sdk_sqs::config::BehaviorVersion::latest()));
+                }
+                aws_sdk_sqs::Client::from_conf(config.build())
+            }
+            (None, None) => {
+                return Err(ConfigError::InvalidSetting {
+                    setting: "events_queue",
+                    reason: "needs sdk_config(&aws_config::load_defaults(..).await): the SQS calls are signed with the app's AWS credentials",
+                })
+            }
+        };
+        Ok(Some(crate::events::Events::new(client, url.clone())))
     }
 
     /// Fleet mode's connection, when a Redis URL was given.

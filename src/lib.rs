@@ -62,6 +62,8 @@ mod cache;
 mod cognito;
 mod config;
 mod error;
+#[cfg(feature = "events")]
+mod events;
 mod extract;
 #[cfg(feature = "redis")]
 mod fleet;

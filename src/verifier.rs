@@ -53,6 +53,8 @@ struct Inner {
     guard: QuotaGuard,
     #[cfg(feature = "redis")]
     fleet: Option<Fleet>,
+    #[cfg(feature = "events")]
+    events: Option<Arc<crate::events::Events>>,
     cache: VerdictCache,
     /// When the missing-admin-scope hint was last logged, Unix seconds.
     scope_hint_logged: AtomicI64,
@@ -83,6 +85,9 @@ pub(crate) struct Settings {
     pub(crate) telemetry: Telemetry,
     /// The pool domain whose `/oauth2/userInfo` checks tokens without the admin scope.
     pub(crate) user_info: Option<String>,
+    /// Feature `events`: the consumer of Cognito's CloudTrail events.
+    #[cfg(feature = "events")]
+    pub(crate) events: Option<crate::events::Events>,
     /// Stand-ins for Cognito and the JWKS endpoint, for the crate's in-process tests.
     pub(crate) seams: Seams,
 }
@@ -236,6 +241,8 @@ impl Verifier {
             retry_after: s.call.retry_after,
             #[cfg(feature = "redis")]
             fleet: s.fleet,
+            #[cfg(feature = "events")]
+            events: s.events.map(Arc::new),
             cache,
             policy: s.policy,
             scope_hint_logged: AtomicI64::new(i64::MIN),
@@ -245,7 +252,49 @@ impl Verifier {
         // first request), so that the first requests do not race the subscription.
         #[cfg(feature = "redis")]
         verifier.listen();
+        #[cfg(feature = "events")]
+        verifier.consume_events();
         verifier
+    }
+
+    /// Starts, once, the task that consumes Cognito's events (feature `events`). It holds the
+    /// verifier weakly, only between two receives, and ends when the verifier is dropped.
+    #[cfg(feature = "events")]
+    fn consume_events(&self) {
+        let Some(events) = self.0.events.clone() else { return };
+        if !events.start() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            let mut failures = 0;
+            loop {
+                let received = events.receive().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let verifier = Verifier(inner);
+                match received {
+                    Ok(messages) => {
+                        failures = 0;
+                        let pools: Vec<&str> = verifier.user_pool_ids().collect();
+                        let mut handled = Vec::with_capacity(messages.len());
+                        for (receipt, body) in messages {
+                            if let Some(sub) = events.handle(&body, &pools) {
+                                tracing::info!(sub = %sub, "a Cognito event: that user's tokens are verified again");
+                                verifier.invalidate_user(&sub).await;
+                            }
+                            handled.push(receipt);
+                        }
+                        events.delete(handled).await;
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        let pause = events.backoff(failures, &error);
+                        drop(verifier);
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            }
+        });
     }
 
     #[cfg(feature = "redis")]
@@ -308,6 +357,8 @@ impl Verifier {
     /// [`ConfigError::Jwks`], saying why the keys could not be fetched. Nothing is lost: they
     /// are fetched again in the background, and when a token needs them.
     pub async fn hydrate(&self) -> Result<usize, ConfigError> {
+        #[cfg(feature = "events")]
+        self.consume_events();
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.0.fleet {
             self.listen();
@@ -509,6 +560,8 @@ impl Verifier {
             return Err(rejection.into());
         }
         Counters::bump(&counters.misses);
+        #[cfg(feature = "events")]
+        self.consume_events();
         let checked = self.check_locally(token, accept).await?;
         // Revoked by the app after this token was issued (`revoke_user`): refused, no call.
         if checked.kind != Kind::IdToken

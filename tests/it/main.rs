@@ -9,6 +9,7 @@ mod common;
 mod beyond;
 mod cache;
 mod emulators;
+mod events;
 mod example_server;
 mod fleet;
 mod hostile;
