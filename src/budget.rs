@@ -40,6 +40,23 @@ pub(crate) struct BudgetSettings {
     pub(crate) per_second: u32,
     /// The longest TTL the budget may pick.
     pub(crate) max_ttl: Duration,
+    /// Fleet mode: the population is counted fleet-wide, through Redis.
+    pub(crate) fleet: bool,
+}
+
+/// The most tokens handed to the fleet's count per flush.
+pub(crate) const MAX_SHARED_PER_FLUSH: usize = 64 * 1024;
+/// How long the fleet's count is trusted without a fresher one.
+const SHARED_COUNT_LIFE: Duration = Duration::from_secs(3);
+
+/// Fleet mode: the tokens first seen here since the last flush, and the fleet's latest count.
+#[derive(Default)]
+struct SharedCount {
+    pending: std::sync::Mutex<Vec<u64>>,
+    count: AtomicU64,
+    /// When `count` was read, ms since `population.started` (0: never).
+    at_ms: AtomicU64,
+    pub(crate) started: std::sync::atomic::AtomicBool,
 }
 
 /// Distinct tokens seen over the last two windows, by linear counting: three bitmaps in turn
@@ -79,15 +96,14 @@ impl Population {
         now.max(seen)
     }
 
+    /// Counts a token; whether this is its first sighting in the window.
     #[inline]
-    fn observe(&self, hash: u64, now_ms: u64) {
+    fn observe(&self, hash: u64, now_ms: u64) -> bool {
         let map = &self.maps[(self.current(now_ms) % 3) as usize];
         let bit = hash & (self.bits - 1);
         let (word, mask) = (&map[(bit / 64) as usize], 1u64 << (bit % 64));
         // Only the first sighting of a token in a window writes.
-        if word.load(Relaxed) & mask == 0 {
-            word.fetch_or(mask, Relaxed);
-        }
+        word.load(Relaxed) & mask == 0 && word.fetch_or(mask, Relaxed) & mask == 0
     }
 
     /// Distinct tokens seen in this window and the previous one.
@@ -116,6 +132,7 @@ pub(crate) struct Budget {
     /// When the TTL may be worked out again, ms since `population.started`.
     next_evaluation_ms: AtomicU64,
     gauge: Gauge,
+    shared: Option<SharedCount>,
 }
 
 impl Budget {
@@ -131,6 +148,7 @@ impl Budget {
             effective_ms: AtomicU64::new(floor.as_millis() as u64),
             next_evaluation_ms: AtomicU64::new(0),
             gauge,
+            shared: settings.fleet.then(SharedCount::default),
         }
     }
 
@@ -139,7 +157,15 @@ impl Budget {
     #[inline]
     pub(crate) fn observe(&self, key: &TokenKey) {
         let now = self.population.now_ms();
-        self.population.observe(u64::from_le_bytes(key[..8].try_into().expect("8 bytes")), now);
+        let hash = u64::from_le_bytes(key[..8].try_into().expect("8 bytes"));
+        if self.population.observe(hash, now) {
+            if let Some(shared) = &self.shared {
+                let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+                if pending.len() < MAX_SHARED_PER_FLUSH {
+                    pending.push(hash);
+                }
+            }
+        }
         if now >= self.next_evaluation_ms.load(Relaxed) {
             self.evaluate();
         }
@@ -158,7 +184,13 @@ impl Budget {
         if now < next || self.next_evaluation_ms.compare_exchange(next, later, Relaxed, Relaxed).is_err() {
             return self.effective();
         }
-        let active = self.population.estimate();
+        let mut active = self.population.estimate();
+        if let Some(shared) = &self.shared {
+            let at = shared.at_ms.load(Relaxed);
+            if at > 0 && now.saturating_sub(at) <= SHARED_COUNT_LIFE.as_millis() as u64 {
+                active = active.max(shared.count.load(Relaxed) as f64);
+            }
+        }
         let wanted = Duration::from_secs_f64(
             (active / (f64::from(self.settings.per_second) * HEADROOM)).min(24.0 * 3600.0),
         );
@@ -176,6 +208,25 @@ impl Budget {
             );
         }
         ttl
+    }
+
+    /// Fleet mode: whether the task that shares the count is to be started now (once).
+    pub(crate) fn start_sharing(&self) -> bool {
+        self.shared.as_ref().is_some_and(|s| !s.started.swap(true, Relaxed))
+    }
+
+    /// Fleet mode: the tokens first seen here since the last call, for the fleet's count.
+    pub(crate) fn take_pending(&self) -> Vec<u64> {
+        let Some(shared) = &self.shared else { return Vec::new() };
+        std::mem::take(&mut *shared.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Fleet mode: the distinct tokens the whole fleet saw in the last two windows.
+    pub(crate) fn fleet_count(&self, count: u64) {
+        if let Some(shared) = &self.shared {
+            shared.count.store(count, Relaxed);
+            shared.at_ms.store(self.population.now_ms().max(1), Relaxed);
+        }
     }
 
     /// How long a verdict for `key`, made now, is kept: the TTL in force, ending on the token's
@@ -202,7 +253,7 @@ mod tests {
     }
 
     fn budget(per_second: u32, floor: u64, max: u64) -> Budget {
-        let settings = BudgetSettings { per_second, max_ttl: Duration::from_secs(max) };
+        let settings = BudgetSettings { per_second, max_ttl: Duration::from_secs(max), fleet: false };
         Budget::new(settings, Duration::from_secs(floor), Gauge::noop())
     }
 
@@ -252,6 +303,27 @@ mod tests {
         }
         tokio::time::advance(EVALUATE_EVERY).await;
         assert_eq!(b.ttl_for(&key(7), 123), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_a_fleet_the_fleets_count_wins_while_it_is_fresh() {
+        let settings = BudgetSettings { per_second: 5, max_ttl: Duration::from_secs(300), fleet: true };
+        let b = Budget::new(settings, Duration::from_secs(1), Gauge::noop());
+        for i in 0..50 {
+            b.observe(&key(i));
+            b.observe(&key(i));
+        }
+        // Each token once, for the fleet.
+        assert_eq!(b.take_pending().len(), 50);
+        assert!(b.take_pending().is_empty());
+        b.fleet_count(100);
+        tokio::time::advance(EVALUATE_EVERY).await;
+        b.observe(&key(0));
+        assert!((b.effective().as_secs_f64() - 100.0 / 4.5).abs() < 1.0, "{:?}", b.effective());
+        // A count too old to trust: the local one again.
+        tokio::time::advance(SHARED_COUNT_LIFE + EVALUATE_EVERY).await;
+        b.observe(&key(0));
+        assert!((b.effective().as_secs_f64() - 50.0 / 4.5).abs() < 1.0, "{:?}", b.effective());
     }
 
     #[test]

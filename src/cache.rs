@@ -298,6 +298,12 @@ impl VerdictCache {
         }
     }
 
+    /// The call budget, if one is set.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn budget(&self) -> Option<&Budget> {
+        self.budget.as_ref()
+    }
+
     /// The TTL in force: the revocation delay of a token verified now.
     pub(crate) fn effective_ttl(&self) -> Duration {
         self.budget.as_ref().map_or(self.settings.ttl, Budget::effective)

@@ -427,9 +427,13 @@ impl VerifierBuilder {
     /// with [`Verifier::effective_cache_ttl`](crate::Verifier::effective_cache_ttl) and the gauge
     /// `actix_cognito_effective_ttl_seconds`; a change by more than half is logged.
     ///
-    /// Counted per instance: in fleet mode, give each instance its share of the account's
-    /// budget (the tokens an instance sees are the ones it would call for). Leave room for the
-    /// other apps of the account: Cognito's default is about 120 `GetUser` calls a second.
+    /// In fleet mode the budget is the fleet's: each instance adds the tokens it sees to a
+    /// count in Redis (a HyperLogLog per 5 s window, under the prefix), and every instance
+    /// picks the TTL that fits the fleet's whole population; as each token's entry ends on the
+    /// same point of the grid on every instance and the first instance to reload it shares the
+    /// verdict, the fleet calls once per token and period. Without fleet mode the count is the
+    /// instance's own: give each instance its share. Leave room for the other apps of the
+    /// account: Cognito's default is about 120 `GetUser` calls a second.
     pub fn get_user_budget(mut self, calls_per_second: u32) -> Self {
         self.get_user_budget = Some(calls_per_second);
         self
@@ -786,7 +790,11 @@ impl VerifierBuilder {
         if max_ttl > 24 * HOUR {
             return invalid("max_cache_ttl", "at most 24 hours (the longest an access token lives)");
         }
-        Ok(Some(BudgetSettings { per_second, max_ttl }))
+        #[cfg(feature = "redis")]
+        let fleet = self.redis.is_some();
+        #[cfg(not(feature = "redis"))]
+        let fleet = false;
+        Ok(Some(BudgetSettings { per_second, max_ttl, fleet }))
     }
 
     /// Cognito's two issuer forms, in the region's partition; an emulator's; `allow_issuer`'s.

@@ -508,6 +508,38 @@ impl Fleet {
         .await;
     }
 
+    /// Adds the tokens this instance first saw since the last call to the fleet's count of the
+    /// window `window` (a HyperLogLog per 5 s window, kept 30 s), and reads the distinct tokens
+    /// of this window and the previous one, every instance's.
+    pub(crate) async fn count_population(&self, hashes: &[u64], window: u64) -> Option<u64> {
+        let prefix = &self.settings.prefix;
+        let (current, previous) =
+            (format!("{prefix}n:{window}"), format!("{prefix}n:{}", window.saturating_sub(1)));
+        for chunk in hashes.chunks(4096) {
+            let elements: Vec<Vec<u8>> = chunk.iter().map(|h| h.to_le_bytes().to_vec()).collect();
+            self.run("population", |mut c| {
+                let (current, elements) = (current.clone(), elements.clone());
+                async move {
+                    redis::pipe()
+                        .cmd("PFADD")
+                        .arg(&current)
+                        .arg(&elements)
+                        .ignore()
+                        .pexpire(&current, 30_000)
+                        .ignore()
+                        .query_async::<()>(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        }
+        self.run("population", |mut c| {
+            let (current, previous) = (current.clone(), previous.clone());
+            async move { redis::cmd("PFCOUNT").arg(current).arg(previous).query_async::<u64>(&mut c).await }
+        })
+        .await
+    }
+
     /// Removes a user's shared verdicts and tells every instance to drop theirs.
     pub(crate) async fn invalidate_user(&self, id: &str) {
         self.invalidate_indexed(self.user_index(id), format!("u:{id}")).await;

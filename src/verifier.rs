@@ -301,7 +301,32 @@ impl Verifier {
     fn listen(&self) {
         if let Some(fleet) = &self.0.fleet {
             fleet.listen(Arc::downgrade(&self.0), |inner: &Inner, message| inner.invalidate_local(message));
+            self.share_population();
         }
+    }
+
+    /// Fleet mode with a call budget: once a second, adds the tokens first seen here to the
+    /// fleet's count in Redis and reads the fleet's, so that the TTL fits the whole fleet's
+    /// population (whichever instance each token goes to). Ends when the verifier is dropped.
+    #[cfg(feature = "redis")]
+    fn share_population(&self) {
+        let Some(budget) = self.0.cache.budget() else { return };
+        if tokio::runtime::Handle::try_current().is_err() || !budget.start_sharing() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let (Some(fleet), Some(budget)) = (&inner.fleet, inner.cache.budget()) else { return };
+                let pending = budget.take_pending();
+                let window = unix_ms() / 5_000;
+                if let Some(count) = fleet.count_population(&pending, window).await {
+                    budget.fleet_count(count);
+                }
+            }
+        });
     }
 
     /// The (first) user pool id.

@@ -509,6 +509,8 @@ const ACL_RULES: &[&str] = &[
     "+sadd",
     "+smembers",
     "+pexpire",
+    "+pfadd",
+    "+pfcount",
     "+scan",
     "+publish",
     "+subscribe",
@@ -611,6 +613,35 @@ async fn fleet_mode_works_over_tls_with_a_private_ca_as_the_restricted_acl_user(
     v.verify(&fake_token("untrusted", 3600)).await.unwrap();
     assert_eq!(v.stats().shared_hits, 0);
     assert_eq!(v.readiness().redis, Some(actix_cognito::RedisState::Down));
+}
+
+/// Two instances behind sticky sessions, each seeing half of 100 tokens, as the restricted ACL
+/// user: the TTL fits the fleet's 100 tokens, not each instance's 50.
+#[tokio::test]
+async fn a_budget_fits_the_whole_fleets_population() {
+    let (fake, redis) = (claims_fake(&[]).await, TlsRedis::start().await);
+    let fleet = instances(2, || {
+        member(&fake, redis.url())
+            .redis_ca_pem(redis.ca_pem.clone())
+            .redis_timeout(Duration::from_millis(500))
+            .cache_ttl(Duration::from_secs(1))
+            .get_user_budget(5)
+    })
+    .await;
+    let tokens: Vec<String> = (0..100).map(|i| fake_token(&format!("fleet-user-{i}"), 3600)).collect();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        for (i, token) in tokens.iter().enumerate() {
+            fleet[i % 2].verify(token).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // 100 / (0.9 x 5) = 22 s; each instance alone would pick 11 s.
+    for v in &fleet {
+        let ttl = v.effective_cache_ttl();
+        assert!((Duration::from_secs(18)..=Duration::from_secs(27)).contains(&ttl), "{ttl:?}");
+        assert_eq!(v.readiness().redis, Some(actix_cognito::RedisState::Up));
+    }
 }
 
 #[tokio::test]
