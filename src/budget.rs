@@ -51,12 +51,13 @@ const SHARED_COUNT_LIFE: Duration = Duration::from_secs(3);
 
 /// Fleet mode: the tokens first seen here since the last flush, and the fleet's latest count.
 #[derive(Default)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 struct SharedCount {
     pending: std::sync::Mutex<Vec<u64>>,
     count: AtomicU64,
     /// When `count` was read, ms since `population.started` (0: never).
     at_ms: AtomicU64,
-    pub(crate) started: std::sync::atomic::AtomicBool,
+    started: std::sync::atomic::AtomicBool,
 }
 
 /// Distinct tokens seen over the last two windows, by linear counting: three bitmaps in turn
@@ -211,17 +212,20 @@ impl Budget {
     }
 
     /// Fleet mode: whether the task that shares the count is to be started now (once).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn start_sharing(&self) -> bool {
         self.shared.as_ref().is_some_and(|s| !s.started.swap(true, Relaxed))
     }
 
     /// Fleet mode: the tokens first seen here since the last call, for the fleet's count.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn take_pending(&self) -> Vec<u64> {
         let Some(shared) = &self.shared else { return Vec::new() };
         std::mem::take(&mut *shared.pending.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Fleet mode: the distinct tokens the whole fleet saw in the last two windows.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn fleet_count(&self, count: u64) {
         if let Some(shared) = &self.shared {
             shared.count.store(count, Relaxed);
