@@ -18,7 +18,7 @@ use moka::Expiry;
 
 use crate::budget::{Budget, BudgetSettings};
 use crate::error::{Rejection, VerifyError};
-use crate::token::{Claims, TokenKey};
+use crate::token::{Claims, FastKey, Tail, TokenKey};
 use crate::user::{Principal, Profile};
 
 #[derive(Debug, Clone)]
@@ -111,11 +111,18 @@ pub(crate) enum Target<'a> {
 }
 
 /// A positive verdict and the instant until which it may be served.
+///
+/// Entries are found by a [`FastKey`] (a keyed 64-bit hash, not collision-resistant), so each
+/// one also holds what makes a hit exact: the token's SHA-256 (its [`TokenKey`], computed on the
+/// miss that made the entry) and the token's last bytes, which a presented token must match
+/// byte for byte.
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) principal: Principal,
     pub(crate) until: Instant,
     flight: Arc<Flight>,
+    key: TokenKey,
+    tail: Tail,
 }
 
 /// A verdict fresh from the loader, and the longest it may be kept (a verdict shared by another
@@ -146,30 +153,65 @@ pub(crate) fn until_exp(exp: i64) -> Duration {
 /// Each entry lives until its own `until`, which is never past the token's `exp`.
 struct UntilExpiry;
 
-impl Expiry<TokenKey, Entry> for UntilExpiry {
-    fn expire_after_create(&self, _key: &TokenKey, value: &Entry, now: Instant) -> Option<Duration> {
+impl Expiry<FastKey, Entry> for UntilExpiry {
+    fn expire_after_create(&self, _key: &FastKey, value: &Entry, now: Instant) -> Option<Duration> {
         Some(value.until.saturating_duration_since(now))
     }
 }
 
-/// Heap bytes an entry holds beyond its principal: the cache's own node, key and expiry data.
-const ENTRY_OVERHEAD: usize = 184;
+/// Heap bytes an entry holds beyond its principal: the cache's own node, key and expiry data,
+/// and the entry's SHA-256 and tail.
+const ENTRY_OVERHEAD: usize = 240;
+
+/// The positive caches' hasher: their keys are already hashes under a secret seed, so they are
+/// used as they are (an attacker who cannot predict them cannot flood one bucket).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct KeyHasher;
+
+impl std::hash::BuildHasher for KeyHasher {
+    type Hasher = PassThrough;
+
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+/// Hands a `u64` key through; anything else is folded in (not used by the caches).
+pub(crate) struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 pub(crate) struct VerdictCache {
     pub(crate) settings: CacheSettings,
     pub(crate) counters: Counters,
     /// Fresh positive verdicts. Loading through it coalesces concurrent misses of one token.
-    fresh: Cache<TokenKey, Entry>,
-    /// Definitive rejections.
+    fresh: Cache<FastKey, Entry, KeyHasher>,
+    /// The fast keys' secret seed, random per cache.
+    seed: foldhash::quality::RandomState,
+    /// Definitive rejections (found on the miss path, by SHA-256).
     negative: Option<Cache<TokenKey, Rejection>>,
     /// With stale-if-error: the last positive verdict of each token, kept for `ttl + grace`.
-    stale: Option<Cache<TokenKey, Entry>>,
+    stale: Option<Cache<FastKey, Entry, KeyHasher>>,
     /// The profile of each user with a cached token, by `sub`.
     profiles: Mutex<HashMap<Box<str>, Weak<Profile>>>,
     flights: Mutex<Vec<Registered>>,
     /// The fresh entries of each sign-in (`origin_jti`), kept in step with the cache by its
     /// eviction listener, so that a session is invalidated without a scan.
-    sessions: Arc<Mutex<HashMap<Box<str>, Vec<TokenKey>>>>,
+    sessions: Arc<Mutex<HashMap<Box<str>, Vec<FastKey>>>>,
     /// Per-`sub` "revoked after" watermarks: tokens of that user issued before are refused.
     watermarks: Watermarks,
     /// With a `GetUser` budget: the TTL in force.
@@ -213,7 +255,7 @@ impl Watermarks {
 }
 
 /// A session's entry left the cache: forget it in the index.
-fn unindex(sessions: &Mutex<HashMap<Box<str>, Vec<TokenKey>>>, key: &TokenKey, entry: &Entry) {
+fn unindex(sessions: &Mutex<HashMap<Box<str>, Vec<FastKey>>>, key: &FastKey, entry: &Entry) {
     let Some(origin) = entry.principal.user().and_then(|u| u.origin_jti()) else { return };
     let mut sessions = sessions.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(keys) = sessions.get_mut(origin) {
@@ -235,7 +277,7 @@ impl VerdictCache {
             let floor = (settings.max_bytes / capacity.max(1)).min(u32::MAX as u64) as usize;
             Cache::builder()
                 .max_capacity(settings.max_bytes)
-                .weigher(move |_: &TokenKey, e: &Entry| {
+                .weigher(move |_: &FastKey, e: &Entry| {
                     let bytes = ENTRY_OVERHEAD + e.principal.heap_bytes();
                     bytes.max(floor).min(u32::MAX as usize) as u32
                 })
@@ -249,17 +291,18 @@ impl VerdictCache {
                 .support_invalidation_closures()
                 .build()
         });
-        let stale = settings.stale_grace.map(|_| positive(settings.capacity).build());
-        let sessions: Arc<Mutex<HashMap<Box<str>, Vec<TokenKey>>>> = Arc::default();
+        let stale = settings.stale_grace.map(|_| positive(settings.capacity).build_with_hasher(KeyHasher));
+        let sessions: Arc<Mutex<HashMap<Box<str>, Vec<FastKey>>>> = Arc::default();
         let index = sessions.clone();
         let fresh = positive(settings.capacity)
-            .eviction_listener(move |key: Arc<TokenKey>, entry: Entry, _| unindex(&index, &key, &entry))
-            .build();
+            .eviction_listener(move |key: Arc<FastKey>, entry: Entry, _| unindex(&index, &key, &entry))
+            .build_with_hasher(KeyHasher);
         let budget = settings.budget.map(|b| Budget::new(b, settings.ttl, effective_ttl.clone()));
         if budget.is_none() {
             effective_ttl.set(settings.ttl.as_secs_f64());
         }
         VerdictCache {
+            seed: foldhash::quality::RandomState::default(),
             budget,
             watermarks: Watermarks::default(),
             sessions,
@@ -277,15 +320,22 @@ impl VerdictCache {
         !self.settings.ttl.is_zero()
     }
 
-    /// A fresh positive verdict, if one may be served.
+    /// The token's key in this cache.
     #[inline]
-    pub(crate) async fn get(&self, key: &TokenKey) -> Option<Principal> {
-        let entry = self.fresh.get(key).await?;
-        if entry.flight.revoked() {
+    pub(crate) fn fast_key(&self, token: &[u8]) -> FastKey {
+        use std::hash::BuildHasher;
+        self.seed.hash_one(token)
+    }
+
+    /// A fresh positive verdict for exactly this token, if one may be served.
+    #[inline]
+    pub(crate) async fn get(&self, token: &[u8]) -> Option<Principal> {
+        let entry = self.fresh.get(&self.fast_key(token)).await?;
+        if entry.tail != crate::token::tail(token) || entry.flight.revoked() {
             return None;
         }
         if let Some(budget) = &self.budget {
-            budget.observe(key);
+            budget.observe(&entry.key);
         }
         Some(entry.principal)
     }
@@ -343,6 +393,7 @@ impl VerdictCache {
     pub(crate) async fn get_or_load<F>(
         &self,
         key: TokenKey,
+        token: &[u8],
         guard: &FlightGuard<'_>,
         load: F,
     ) -> (Outcome, bool)
@@ -350,16 +401,18 @@ impl VerdictCache {
         F: std::future::Future<Output = Loaded>,
     {
         let mut loaded_here = false;
-        let flight = guard.flight.clone();
+        let (flight, fast, tail) = (guard.flight.clone(), self.fast_key(token), crate::token::tail(token));
         let load = async {
             loaded_here = true;
             let verdict = load.await;
-            self.entry_for(key, flight, verdict).await
+            self.entry_for(key, fast, tail, flight, verdict).await
         };
-        let result = self.fresh.try_get_with(key, load).await;
+        let result = self.fresh.try_get_with(fast, load).await;
         let outcome = match result {
-            Ok(entry) if entry.flight.revoked() => {
-                self.fresh.invalidate(&key).await;
+            // Another token under the same fast key (one chance in 2^64), or a load an
+            // invalidation hit: make way, and verify again.
+            Ok(entry) if entry.key != key || entry.flight.revoked() => {
+                self.fresh.invalidate(&fast).await;
                 Outcome::Revoked
             }
             Ok(entry) => Outcome::Verdict(Ok(entry.principal)),
@@ -371,6 +424,8 @@ impl VerdictCache {
     async fn entry_for(
         &self,
         key: TokenKey,
+        fast: FastKey,
+        tail: Tail,
         flight: Arc<Flight>,
         verdict: Loaded,
     ) -> Result<Entry, VerifyError> {
@@ -379,7 +434,7 @@ impl VerdictCache {
             Ok((principal, cap)) => {
                 if let Some(origin) = principal.user().and_then(|u| u.origin_jti()) {
                     let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-                    sessions.entry(origin.into()).or_default().push(key);
+                    sessions.entry(origin.into()).or_default().push(fast);
                 }
                 if let Some(budget) = &self.budget {
                     budget.observe(&key);
@@ -390,36 +445,34 @@ impl VerdictCache {
                     (&self.stale, self.settings.stale_grace, flight.revoked())
                 {
                     let keep = life.min(ttl.saturating_add(grace));
-                    stale
-                        .insert(
-                            key,
-                            Entry {
-                                principal: principal.clone(),
-                                until: later(now, keep),
-                                flight: flight.clone(),
-                            },
-                        )
-                        .await;
+                    let entry = Entry {
+                        principal: principal.clone(),
+                        until: later(now, keep),
+                        flight: flight.clone(),
+                        key,
+                        tail,
+                    };
+                    stale.insert(fast, entry).await;
                 }
                 let life = life.min(ttl).min(cap.unwrap_or(Duration::MAX));
-                Ok(Entry { until: later(now, life), principal, flight })
+                Ok(Entry { until: later(now, life), principal, flight, key, tail })
             }
             Err(VerifyError::Rejected(r)) => {
-                self.reject(&key, r).await;
+                self.reject(&key, fast, r).await;
                 Err(VerifyError::Rejected(r))
             }
             Err(VerifyError::Unavailable(u)) => {
                 // Stale-if-error: reuse the last positive verdict within its grace, for one
                 // retry interval at a time.
                 let stale = match &self.stale {
-                    Some(stale) => stale.get(&key).await.filter(|e| !e.flight.revoked()),
+                    Some(stale) => stale.get(&fast).await.filter(|e| e.key == key && !e.flight.revoked()),
                     None => None,
                 };
                 let Some(stale) = stale else { return Err(VerifyError::Unavailable(u)) };
                 Counters::bump(&self.counters.stale_served);
                 tracing::warn!(kind = u.kind().as_str(), "Cognito unavailable; serving a stale verdict");
                 let life = stale.until.saturating_duration_since(now).min(u.retry_after());
-                Ok(Entry { until: later(now, life), principal: stale.principal, flight })
+                Ok(Entry { until: later(now, life), principal: stale.principal, flight, key, tail })
             }
         }
     }
@@ -427,9 +480,9 @@ impl VerdictCache {
     /// Records a rejection of `key`: its stale copy goes, and a definitive rejection is
     /// remembered. An unknown key id says more about our copy of the keys than about the token:
     /// a key rotated in since the last fetch must not stay refused for a negative TTL.
-    pub(crate) async fn reject(&self, key: &TokenKey, r: Rejection) {
+    async fn reject(&self, key: &TokenKey, fast: FastKey, r: Rejection) {
         if let Some(stale) = &self.stale {
-            stale.invalidate(key).await;
+            stale.invalidate(&fast).await;
         }
         if let (Some(negative), false) = (&self.negative, r == Rejection::UnknownKey) {
             negative.insert(*key, r).await;
@@ -466,7 +519,7 @@ impl VerdictCache {
                 let key = *key;
                 for cache in positive {
                     // Cannot fail: every positive cache is built with invalidation closures.
-                    let _ = cache.invalidate_entries_if(move |k, _| *k == key);
+                    let _ = cache.invalidate_entries_if(move |_, e| e.key == key);
                 }
                 if let Some(negative) = &self.negative {
                     let _ = negative.invalidate_entries_if(move |k, _| *k == key);
@@ -474,7 +527,7 @@ impl VerdictCache {
             }
             Target::User(id) => {
                 let id = id.to_owned();
-                let matches = move |_: &TokenKey, e: &Entry| {
+                let matches = move |_: &FastKey, e: &Entry| {
                     e.principal.user().is_some_and(|u| u.sub() == id || u.username() == id)
                 };
                 for cache in positive {
@@ -514,6 +567,13 @@ impl VerdictCache {
                 stale.invalidate(&key).await;
             }
         }
+    }
+
+    /// Files `from`'s entry under `to`'s fast key too, as a collision of the two keys would.
+    #[cfg(test)]
+    pub(crate) async fn collide(&self, from: &[u8], to: &[u8]) {
+        let entry = self.fresh.get(&self.fast_key(from)).await.expect("an entry for `from`");
+        self.fresh.insert(self.fast_key(to), entry).await;
     }
 
     /// Runs the caches' pending maintenance (evictions, expirations, invalidations) now.

@@ -18,6 +18,27 @@ pub(crate) const ADMIN_SCOPE: &str = "aws.cognito.signin.user.admin";
 /// A cache key: the SHA-256 of the token. The token itself is never kept.
 pub(crate) type TokenKey = [u8; 32];
 
+/// The key of the local cache: a 64-bit hash of the token under a process-random seed. It is
+/// not collision-resistant and need not be: a hit must also match the token's [`Tail`] and
+/// the entry's own SHA-256 was computed from the very token that was verified.
+pub(crate) type FastKey = u64;
+
+/// How many of a token's last bytes its cache entry keeps.
+pub(crate) const TAIL: usize = 43;
+
+/// A token's last [`TAIL`] bytes (zero-padded in front when shorter): in a Cognito token, 43
+/// base64url characters of its RS256 signature, 258 bits that only whoever holds the token
+/// knows. The token itself is never kept.
+pub(crate) type Tail = [u8; TAIL];
+
+#[inline]
+pub(crate) fn tail(token: &[u8]) -> Tail {
+    let mut tail = [0u8; TAIL];
+    let n = token.len().min(TAIL);
+    tail[TAIL - n..].copy_from_slice(&token[token.len() - n..]);
+    tail
+}
+
 pub(crate) fn key(token: &[u8]) -> TokenKey {
     // aws-lc's SHA-256 (already built for TLS) uses the CPU's SHA extensions.
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token);

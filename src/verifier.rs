@@ -533,8 +533,7 @@ impl Verifier {
             return (self.counted(Err(Rejection::TooLarge.into())), false);
         }
         if inner.cache.enabled() {
-            let key = token::key(token);
-            if let Some(principal) = inner.cache.get(&key).await {
+            if let Some(principal) = inner.cache.get(token).await {
                 inner.telemetry.local_hits.increment(1);
                 if let Err(refused) = accept.admits(&principal) {
                     return (self.counted(Err(refused.into())), true);
@@ -548,7 +547,8 @@ impl Verifier {
                 return (verdict, true);
             }
             inner.telemetry.local_misses.increment(1);
-            let verdict = Box::pin(self.verify_miss(Some(key), token, accept)).await;
+            // The SHA-256 only on a miss: the negative cache, the loads in flight and Redis.
+            let verdict = Box::pin(self.verify_miss(Some(token::key(token)), token, accept)).await;
             inner.telemetry.entries.set(inner.cache.entry_count() as f64);
             return (self.counted(verdict), false);
         }
@@ -600,7 +600,7 @@ impl Verifier {
         for _ in 0..MAX_LOADS {
             let guard = inner.cache.begin(key, &checked.claims);
             let load = self.resolve(Some(&key), token, &checked, Some(guard.flight()));
-            let (outcome, loaded_here) = inner.cache.get_or_load(key, &guard, load).await;
+            let (outcome, loaded_here) = inner.cache.get_or_load(key, token, &guard, load).await;
             if !loaded_here {
                 Counters::bump(&counters.coalesced);
             }
@@ -1085,5 +1085,31 @@ mod tests {
         // The hydration, then one fetch per 5 s window of the flood.
         let windows = (tokio::time::Instant::now() - rotated + Duration::from_secs(5)).as_secs() / 5 + 1;
         assert!(keys.fetches.load(SeqCst) <= 1 + windows + 1, "{} fetches", keys.fetches.load(SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_fast_key_collision_gives_nobody_anothers_verdict() {
+        let (verifier, cognito, _) = fixture();
+        let signer = TestSigner::default();
+        let (victim, other) = (token(&signer, "victim"), token(&signer, "other"));
+        verifier.verify(&victim).await.unwrap();
+        // Under the same fast key, the victim's entry is not the other token's: its tail and
+        // SHA-256 differ. The other token is verified as itself, and takes the key over.
+        verifier.0.cache.collide(victim.as_bytes(), other.as_bytes()).await;
+        assert_eq!(verifier.verify(&other).await.unwrap().sub(), "other");
+        assert_eq!(cognito.calls.load(SeqCst), 2);
+        assert_eq!(verifier.verify(&other).await.unwrap().sub(), "other");
+        assert_eq!(verifier.verify(&victim).await.unwrap().sub(), "victim");
+        assert_eq!(cognito.calls.load(SeqCst), 2);
+        // A token that ends like the victim's (the last 43 characters of its signature, which
+        // only the victim's holder knows) is still found under its own key: a miss, whose
+        // signature check refuses it, at no call.
+        let mut forged = other.clone();
+        forged.replace_range(forged.len() - 43.., &victim[victim.len() - 43..]);
+        assert_eq!(
+            verifier.verify(&forged).await.unwrap_err(),
+            VerifyError::Rejected(Rejection::BadSignature)
+        );
+        assert_eq!(cognito.calls.load(SeqCst), 2);
     }
 }
