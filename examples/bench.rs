@@ -32,11 +32,14 @@ use tokio::net::TcpStream;
 struct Counting;
 
 static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+/// Allocations made, every thread's: the difference between two routes is the middleware's.
+static ALLOCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 // SAFETY: delegates to the system allocator; only counts.
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         unsafe { std::alloc::System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
@@ -155,6 +158,8 @@ struct Run {
     /// The share of that CPU spent in user space (the rest is the kernel's).
     user_share: f64,
     calls: u64,
+    /// Allocations per request, every thread's (the load generator's too).
+    allocs: f64,
 }
 
 async fn load(
@@ -168,6 +173,7 @@ async fn load(
 ) -> Run {
     let calls_before = fake.get_user_calls();
     let cpu_before = server_cpu(addr).await;
+    let allocs_before = ALLOCS.load(std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
@@ -180,6 +186,7 @@ async fn load(
         latencies.extend(t.await.unwrap());
     }
     let elapsed = started.elapsed();
+    let allocs = ALLOCS.load(std::sync::atomic::Ordering::Relaxed) - allocs_before;
     let cpu_after = server_cpu(addr).await;
     latencies.sort();
     let requests = latencies.len();
@@ -196,6 +203,7 @@ async fn load(
             user as f64 / (user + system).max(1) as f64
         },
         calls: fake.get_user_calls() - calls_before,
+        allocs: allocs as f64 / requests as f64,
     }
 }
 
@@ -306,11 +314,11 @@ async fn main() {
         "# actix-cognito load benchmark (upstream round trip {rtt_ms} ms, 1 server worker, 16 connections)"
     );
     println!();
-    println!("| route | requests | req/s | p50 | p99 | server CPU/request | of which user | of which kernel | GetUser calls |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| route | requests | req/s | p50 | p99 | server CPU/request | of which user | of which kernel | GetUser calls | allocations/request |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in &runs {
         println!(
-            "| {} | {} | {:.0} | {:.0} µs | {:.0} µs | {:.2} µs | {:.2} µs | {:.2} µs | {} |",
+            "| {} | {} | {:.0} | {:.0} µs | {:.0} µs | {:.2} µs | {:.2} µs | {:.2} µs | {} | {:.2} |",
             r.name,
             r.requests,
             r.rps,
@@ -319,7 +327,8 @@ async fn main() {
             r.cpu_ns / 1e3,
             r.cpu_ns * r.user_share / 1e3,
             r.cpu_ns * (1.0 - r.user_share) / 1e3,
-            r.calls
+            r.calls,
+            r.allocs
         );
     }
     let best = |name: &str| {
@@ -338,6 +347,10 @@ async fn main() {
         (hit.cpu_ns * (1.0 - hit.user_share) - open.cpu_ns * (1.0 - open.user_share)) / 1e3
     );
     println!("throughput protected/open: {:.2}", fastest("cached") / fastest("open"));
+    println!(
+        "allocations per request on the cached path beyond the open route's: {:.2} (every thread's, the load generator's alike on both)",
+        hit.allocs - open.allocs
+    );
     let layer = best("pass-through");
     println!(
         "of which an empty pass-through middleware layer (actix's own cost of any middleware): {:.2} µs",

@@ -41,16 +41,9 @@ async fn health() -> impl Responder {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+/// The user as JSON: username, sub, pool, attributes, groups, scopes and claims.
 async fn me(user: CognitoUser) -> impl Responder {
-    HttpResponse::Ok().json(json!({
-        "username": user.username(),
-        "sub": user.sub(),
-        "attributes": user.attributes(),
-        "groups": user.groups(),
-        "scopes": user.scopes(),
-        "claims": user.claims(),
-        "pool": user.pool_id(),
-    }))
+    HttpResponse::Ok().json(&user)
 }
 
 async fn admin(user: CognitoUser) -> impl Responder {

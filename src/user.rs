@@ -453,6 +453,79 @@ impl CognitoUser {
     }
 }
 
+/// Serializes as the JSON object `{"username", "sub", "pool", "attributes", "groups",
+/// "scopes", "claims"}`, written straight from the principal (no intermediate `Value`), so
+/// `HttpResponse::Ok().json(&user)` is cheap. `claims` is what [`claims`](CognitoUser::claims)
+/// returns. The token itself is not there; its claims are (they are the user's own data).
+impl serde::Serialize for CognitoUser {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(7))?;
+        map.serialize_entry("username", self.username())?;
+        map.serialize_entry("sub", self.sub())?;
+        map.serialize_entry("pool", self.pool_id())?;
+        map.serialize_entry("attributes", &self.attributes())?;
+        map.serialize_entry("groups", &self.groups())?;
+        map.serialize_entry("scopes", &self.scopes())?;
+        map.serialize_entry("claims", &ClaimsOf(self))?;
+        map.end()
+    }
+}
+
+/// A user's claims, serialized as [`CognitoUser::claims`] builds them.
+struct ClaimsOf<'a>(&'a CognitoUser);
+
+/// Scopes as the `scope` claim has them: space-separated.
+struct SpaceSeparated<'a>(Names<'a>);
+
+impl fmt::Display for SpaceSeparated<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, name) in self.0.clone().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(name)?;
+        }
+        Ok(())
+    }
+}
+
+impl serde::Serialize for ClaimsOf<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// A claim's name, borrowed unless it holds escapes.
+        #[derive(serde::Deserialize, serde::Serialize, PartialEq, Eq, PartialOrd, Ord)]
+        #[serde(transparent)]
+        struct Name<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+        type Extra<'a> = std::collections::BTreeMap<Name<'a>, &'a serde_json::value::RawValue>;
+        let user = self.0;
+        let extra: Extra<'_> = serde_json::from_str(&user.0.extra).unwrap_or_default();
+        let mut map = serializer.serialize_map(None)?;
+        for (name, value) in &extra {
+            map.serialize_entry(name, value)?;
+        }
+        map.serialize_entry("sub", user.sub())?;
+        map.serialize_entry("username", user.username())?;
+        map.serialize_entry("client_id", user.client_id())?;
+        if user.0.scopes > 0 {
+            map.serialize_entry("scope", &format_args!("{}", SpaceSeparated(user.scopes())))?;
+        }
+        if user.groups().len() > 0 {
+            map.serialize_entry("cognito:groups", &user.groups())?;
+        }
+        map.serialize_entry("exp", &user.0.exp)?;
+        for (name, value) in [("iat", user.0.iat), ("auth_time", user.0.auth_time)] {
+            if let Some(v) = value {
+                map.serialize_entry(name, &v)?;
+            }
+        }
+        for (name, value) in [("jti", user.jti()), ("origin_jti", user.origin_jti())] {
+            if let Some(v) = value {
+                map.serialize_entry(name, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
 /// The claims a principal keeps elsewhere (its spans, its profile, its fields).
 const KEPT_CLAIMS: [&str; 10] = [
     "sub",

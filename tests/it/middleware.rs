@@ -336,6 +336,20 @@ async fn every_claim_of_the_token_reaches_the_handler_in_its_json_type() {
         assert!(all.get(standard).is_some(), "{standard} missing from {all}");
     }
     assert_eq!(all["limits"]["burst"], 20);
+
+    // The user serializes straight to the JSON that the accessors give, claims included.
+    let json = serde_json::to_value(&user).unwrap();
+    assert_eq!(json["claims"], all);
+    assert_eq!(json["username"], user.username());
+    assert_eq!(json["sub"], user.sub());
+    assert_eq!(json["pool"], user.pool_id());
+    assert_eq!(json["scopes"], serde_json::json!(user.scopes().collect::<Vec<_>>()));
+    assert_eq!(json["groups"], serde_json::json!(user.groups().collect::<Vec<_>>()));
+    assert_eq!(
+        json["attributes"],
+        serde_json::json!(user.attributes().collect::<std::collections::BTreeMap<_, _>>())
+    );
+    assert_eq!(json.as_object().unwrap().len(), 7);
 }
 
 #[actix_web::test]
