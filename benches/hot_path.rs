@@ -66,6 +66,37 @@ fn hot_path(c: &mut Criterion) {
     c.bench_function("bearer + sha256 + claim checks (a miss, before any remote call)", |b| {
         b.iter(|| fuzzing::check(black_box(header.as_bytes())))
     });
+
+    // The miss path's remote call, on loopback against the in-process fake: through the AWS SDK
+    // (what a miss costs besides the checks), and the same request through a bare hyper client,
+    // for the share of the SDK's own machinery (request building, interceptors, retry and
+    // timeout layers, parsing).
+    let uncached = Verifier::builder("eu-west-1_Fuzz")
+        .client_id("fuzzclient")
+        .endpoint_url(fake.endpoint())
+        .cache_ttl(std::time::Duration::ZERO)
+        .signature_check(false)
+        .build()
+        .unwrap();
+    c.bench_function("a miss: checks + GetUser through the AWS SDK (loopback fake)", |b| {
+        b.to_async(&rt).iter(|| async { uncached.verify(black_box(&token)).await.unwrap() })
+    });
+    let bare = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let body = bytes::Bytes::from(format!(r#"{{"AccessToken":"{token}"}}"#));
+    let endpoint = fake.endpoint();
+    c.bench_function("the same GetUser request through a bare hyper client", |b| {
+        b.to_async(&rt).iter(|| async {
+            let request = http::Request::post(&endpoint)
+                .header("content-type", "application/x-amz-json-1.1")
+                .header("x-amz-target", "AWSCognitoIdentityProviderService.GetUser")
+                .body(http_body_util::Full::new(body.clone()))
+                .unwrap();
+            let response = bare.request(request).await.unwrap();
+            let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        })
+    });
 }
 
 criterion_group!(benches, hot_path);

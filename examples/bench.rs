@@ -295,6 +295,12 @@ async fn main() {
     let _ = load(addr, &fake, "warm-up", "/cached/me", &user_token, 4, 2_000).await;
     let _ = load(addr, &fake, "warm-up", "/open/me", &user_token, 4, 2_000).await;
 
+    // BENCH_PROFILE=uncached: only GetUser calls (run with a 0 ms round trip), for a profiler.
+    if std::env::var("BENCH_PROFILE").as_deref() == Ok("uncached") {
+        let r = load(addr, &fake, "uncached", "/uncached/me", &user_token, 16, 2_000).await;
+        println!("uncached: {:.2} µs server CPU per request", r.cpu_ns / 1e3);
+        std::process::exit(0);
+    }
     // BENCH_PROFILE=1: only the cached route, long enough for a profiler, then exit.
     if std::env::var_os("BENCH_PROFILE").is_some() {
         let r = load(addr, &fake, "cached", "/cached/me", &user_token, 16, 40_000).await;
