@@ -399,6 +399,71 @@ async fn main() {
     );
     drop(tokens);
 
+    // Realistic users (10 attributes, about 500 bytes), one token each and ten tokens each.
+    let realistic: Vec<(String, String)> = [
+        ("email", "alice.example@example.com"),
+        ("email_verified", "true"),
+        ("phone_number", "+15555550100"),
+        ("phone_number_verified", "false"),
+        ("given_name", "Alice"),
+        ("family_name", "Example-Longname"),
+        ("zoneinfo", "Europe/London"),
+        ("address", "{\"street_address\":\"1 Example Street, Flat 42\",\"locality\":\"London\",\"postal_code\":\"SW1A 1AA\",\"country\":\"GB\"}"),
+        ("custom:tenant", "acme-corporation-international-holdings-europe-middle-east-and-africa-division"),
+        ("custom:plan", "enterprise-annual-2026-with-premium-support-and-extended-audit-log-retention-of-seven-years"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let attribute_bytes: usize = realistic.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let people = FakeCognito::start(actix_cognito::testing::Behaviour::Claims { attributes: realistic })
+        .await
+        .unwrap();
+    let per_principal = |users: usize, per_user: usize| {
+        let people = &people;
+        async move {
+            let v = verifier(people, Duration::from_secs(600))
+                .signature_check(false)
+                .cache_capacity(200_000)
+                .max_get_user_in_flight(1_000)
+                .build()
+                .unwrap();
+            let tokens: Vec<String> = (0..users * per_user)
+                .map(|i| {
+                    let mut c = user_claims(&format!("{:08}-0000-4000-8000-000000000000", i / per_user));
+                    c["jti"] = format!("{i:08}-1111-4000-8000-000000000000").into();
+                    c["origin_jti"] = format!("{i:08}-2222-4000-8000-000000000000").into();
+                    actix_cognito_unsigned(&c)
+                })
+                .collect();
+            let heap_before = live_bytes();
+            let mut tasks = tokio::task::JoinSet::new();
+            for chunk in tokens.chunks(tokens.len() / 32) {
+                let (v, chunk) = (v.clone(), chunk.to_vec());
+                tasks.spawn(async move {
+                    for t in chunk {
+                        v.verify(&t).await.unwrap();
+                    }
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+            v.run_pending_tasks().await;
+            assert_eq!(v.stats().entries as usize, tokens.len());
+            (live_bytes() - heap_before) as f64 / tokens.len() as f64
+        }
+    };
+    let one = per_principal(10_000, 1).await;
+    let ten = per_principal(1_000, 10).await;
+    let token_len = signer.sign(&user_claims("00000000-0000-4000-8000-000000000000")).len();
+    println!(
+        "realistic users ({attribute_bytes} bytes in 10 attributes): {one:.0} bytes per principal with one token per user; \
+         {ten:.0} per principal with 10 tokens per user ({:.2}x); a user with 10 tokens holds {:.0} bytes, {:.2}x a user with one; \
+         a signed token is {token_len} bytes",
+        ten / one,
+        ten * 10.0,
+        ten * 10.0 / one
+    );
+
     // Single-flight under load, and the latency of a miss.
     fake.set_latency(rtt);
     let flight = verifier(&fake, Duration::from_secs(600)).build_hydrated().await.unwrap();
