@@ -647,8 +647,11 @@ impl VerifierBuilder {
         if self.redis_timeout.is_zero() || self.redis_timeout > Duration::from_secs(5) {
             return Err(invalid("redis_timeout", "more than zero and at most 5 s"));
         }
-        if self.redis_prefix.is_empty() || self.redis_prefix.contains(['*', '?', '[', ']']) {
-            return Err(invalid("redis_prefix", "not empty, and no glob characters (* ? [ ])"));
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(['*', '?', '[', ']', '{', '}']) {
+            return Err(invalid(
+                "redis_prefix",
+                "not empty, and no glob characters (* ? [ ]) or braces (hash tags)",
+            ));
         }
         if self.redis_secret.as_ref().is_some_and(|s| s.0.len() < 32) {
             return Err(invalid("redis_secret", "at least 32 bytes"));

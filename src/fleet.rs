@@ -6,12 +6,15 @@
 //! adds no latency), and anything that does not decode is a miss.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
-use redis::AsyncCommands;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, PushInfo, PushKind};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::OnceCell;
 
 use crate::error::Rejection;
@@ -33,16 +36,25 @@ pub(crate) struct FleetSettings {
     pub(crate) ca_pem: Option<Vec<u8>>,
 }
 
-/// A lookup's raw answers: the verdict, the generation, the watermark.
-type Read = (Option<Vec<u8>>, Option<String>, Option<Vec<u8>>);
+/// The invalidation generations a verdict was made under: the fleet's (`invalidate_all`), the
+/// user's (`invalidate_user`, `invalidate_token`) and the session's (`invalidate_session`). A
+/// shared verdict is served only while all three are still the ones it was made under, so a
+/// verdict whose `GetUser` call was in flight during an invalidation can never be served after
+/// it, whenever it lands in Redis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Generations {
+    fleet: u64,
+    user: u64,
+    session: u64,
+}
 
 /// What a lookup in Redis found.
 #[derive(Default)]
 pub(crate) struct Lookup {
     /// A verdict made for this token.
     pub(crate) shared: Option<Shared>,
-    /// The invalidation generation to write back under (none when Redis could not be read).
-    pub(crate) generation: Option<String>,
+    /// The generations to write back under (none when Redis could not be read).
+    pub(crate) generations: Option<Generations>,
     /// The user's watermark (`revoke_user`), if any.
     pub(crate) watermark: Option<i64>,
 }
@@ -64,6 +76,9 @@ struct Stored {
     v: u8,
     /// Until when the verdict may be served, Unix milliseconds.
     until: u64,
+    /// A positive verdict's generations.
+    #[serde(default)]
+    g: Option<Generations>,
     #[serde(default)]
     user: Option<StoredUser>,
     #[serde(default)]
@@ -104,21 +119,7 @@ impl StoredUser {
 }
 
 /// Format version of [`Stored`]; values of any other version are misses.
-const VERSION: u8 = 2;
-
-/// Writes a positive verdict only if no invalidation ran since the writer read the generation
-/// (KEYS: entry, generation, user indexes; ARGV: value, ttl ms, generation read), so that a
-/// `GetUser` answer that was in flight during a sign-out cannot put the user back.
-const PUT_IF_CURRENT: &str = r"
-if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-for i = 3, #KEYS do
-  redis.call('SADD', KEYS[i], KEYS[1])
-  redis.call('PEXPIRE', KEYS[i], ARGV[2], 'GT')
-  redis.call('PEXPIRE', KEYS[i], ARGV[2], 'NX')
-end
-return 1
-";
+const VERSION: u8 = 3;
 
 /// An invalidation, as broadcast.
 pub(crate) enum Message {
@@ -149,21 +150,81 @@ fn parse_watermark(rest: &str, mac: Option<&aws_lc_rs::hmac::Key>) -> Option<Mes
     Some(Message::Watermark(sub.to_owned(), at))
 }
 
-pub(crate) struct Fleet {
+/// The connection: one node, or a cluster (detected from the node the URL names).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// The command that broadcasts on the invalidation channel: sharded pub/sub in a cluster.
+    fn publish(&self, channel: &str, message: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd(match self {
+            Conn::Single(_) => "PUBLISH",
+            Conn::Cluster(_) => "SPUBLISH",
+        });
+        cmd.arg(channel).arg(message);
+        cmd
+    }
+}
+
+/// Fleet mode's Redis: cheap to clone (one reference count).
+#[derive(Clone)]
+pub(crate) struct Fleet(Arc<FleetInner>);
+
+pub(crate) struct FleetInner {
     settings: FleetSettings,
     client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    conn: OnceCell<Conn>,
+    /// Whether the URL names a node of a cluster, once asked.
+    cluster: OnceCell<bool>,
     down_until: Mutex<Option<Instant>>,
     listening: AtomicBool,
     /// Whether the invalidation channel is subscribed to.
     subscribed: tokio::sync::watch::Sender<bool>,
-    put_if_current: redis::Script,
     /// With a fleet secret: the MAC key of the values.
     mac: Option<aws_lc_rs::hmac::Key>,
     errors: metrics::Counter,
     breaker_open: metrics::Gauge,
     /// When a value that does not belong to its token was last reported, Unix seconds.
     mismatch_reported: AtomicU64,
+}
+
+impl std::ops::Deref for Fleet {
+    type Target = FleetInner;
+
+    fn deref(&self) -> &FleetInner {
+        &self.0
+    }
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -185,6 +246,11 @@ fn unhex(s: &str) -> Option<TokenKey> {
     Some(key)
 }
 
+/// A generation as read (absent: 0).
+fn generation(raw: Option<String>) -> u64 {
+    raw.and_then(|g| g.parse().ok()).unwrap_or(0)
+}
+
 impl Fleet {
     pub(crate) fn new(settings: FleetSettings, telemetry: &Telemetry) -> Result<Self, String> {
         let client = match &settings.ca_pem {
@@ -197,39 +263,65 @@ impl Fleet {
         .map_err(|e| e.to_string())?;
         let mac =
             settings.secret.as_deref().map(|s| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, s));
-        Ok(Fleet {
+        Ok(Fleet(Arc::new(FleetInner {
             settings,
             client,
             conn: OnceCell::new(),
+            cluster: OnceCell::new(),
             down_until: Mutex::new(None),
             listening: AtomicBool::new(false),
             subscribed: tokio::sync::watch::Sender::new(false),
-            put_if_current: redis::Script::new(PUT_IF_CURRENT),
             mac,
             errors: telemetry.redis_errors.clone(),
             breaker_open: telemetry.redis_breaker_open.clone(),
             mismatch_reported: AtomicU64::new(0),
-        })
+        })))
     }
 
-    fn entry_key(&self, key: &TokenKey) -> String {
-        format!("{}t:{}", self.settings.prefix, hex(key))
+    // The keys. Everything of one user lives in the slot of `{sub}` (a hash tag), so that a
+    // lookup, a write and an invalidation are each one round trip to one node of a cluster, and
+    // the users spread over the slots.
+
+    fn entry_key(&self, sub: &str, key: &TokenKey) -> String {
+        format!("{}t:{{{sub}}}:{}", self.settings.prefix, hex(key))
     }
 
-    fn user_index(&self, id: &str) -> String {
-        format!("{}u:{id}", self.settings.prefix)
+    fn user_generation(&self, sub: &str) -> String {
+        format!("{}g:{{{sub}}}", self.settings.prefix)
     }
 
-    fn session_index(&self, origin_jti: &str) -> String {
-        format!("{}o:{origin_jti}", self.settings.prefix)
+    fn session_generation(&self, sub: &str, origin_jti: &str) -> String {
+        format!("{}q:{{{sub}}}:{origin_jti}", self.settings.prefix)
+    }
+
+    fn user_index(&self, sub: &str) -> String {
+        format!("{}u:{{{sub}}}", self.settings.prefix)
+    }
+
+    fn session_index(&self, sub: &str, origin_jti: &str) -> String {
+        format!("{}o:{{{sub}}}:{origin_jti}", self.settings.prefix)
     }
 
     fn watermark_key(&self, sub: &str) -> String {
-        format!("{}w:{sub}", self.settings.prefix)
+        format!("{}w:{{{sub}}}", self.settings.prefix)
     }
 
-    fn generation(&self) -> String {
+    /// A username's `sub`, for `invalidate_user(username)`.
+    fn username_alias(&self, username: &str) -> String {
+        format!("{}a:{{{username}}}", self.settings.prefix)
+    }
+
+    /// A session's `sub`, for `invalidate_session(origin_jti)`.
+    fn session_alias(&self, origin_jti: &str) -> String {
+        format!("{}s:{{{origin_jti}}}", self.settings.prefix)
+    }
+
+    fn fleet_generation(&self) -> String {
         format!("{}gen", self.settings.prefix)
+    }
+
+    fn population_key(&self, window: u64) -> String {
+        format!("{}p:{{population}}:{window}", self.settings.prefix)
     }
 
     fn channel(&self) -> String {
@@ -244,8 +336,49 @@ impl Fleet {
             Some(Instant::now() + self.settings.breaker);
     }
 
+    /// A cluster client for the URL's node, pushing to `push` (RESP3) when given.
+    fn cluster_client(&self, push: Option<UnboundedSender<PushInfo>>) -> redis::RedisResult<ClusterClient> {
+        let timeout = self.settings.timeout;
+        let mut builder = ClusterClientBuilder::new(vec![self.settings.url.as_str()])
+            .connection_timeout(timeout * 2)
+            .response_timeout(timeout)
+            .retries(2);
+        if let Some(pem) = &self.settings.ca_pem {
+            builder =
+                builder.certs(redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) });
+        }
+        if let Some(push) = push {
+            builder = builder.use_protocol(redis::ProtocolVersion::RESP3).push_sender(push);
+        }
+        builder.build()
+    }
+
+    /// Whether the URL names a node of a cluster: asked once (`CLUSTER SLOTS`), by whichever
+    /// connects first.
+    async fn is_cluster(&self) -> redis::RedisResult<bool> {
+        self.cluster
+            .get_or_try_init(|| async {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.settings.timeout * 2))
+                    .set_response_timeout(Some(self.settings.timeout * 2));
+                let mut probe = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+                match redis::cmd("CLUSTER").arg("SLOTS").query_async::<redis::Value>(&mut probe).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.to_string().contains("cluster support disabled") => Ok(false),
+                    // An ACL user without `cluster|slots` cannot use a cluster anyway.
+                    Err(e) if e.code() == Some("NOPERM") => {
+                        tracing::warn!("the Redis user may not run CLUSTER SLOTS: taking Redis for a single node (see the README's ACL line)");
+                        Ok(false)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .copied()
+    }
+
     /// The connection, unless the breaker is open. Connects lazily, within the timeout.
-    async fn conn(&self) -> Option<ConnectionManager> {
+    async fn conn(&self) -> Option<Conn> {
         if let Some(until) = *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) {
             if Instant::now() < until {
                 return None;
@@ -253,13 +386,20 @@ impl Fleet {
             self.breaker_open.set(0.0);
         }
         let connect = self.conn.get_or_try_init(|| async {
+            if self.is_cluster().await? {
+                let conn = self.cluster_client(None)?.get_async_connection().await?;
+                tracing::info!("fleet mode on a Redis cluster");
+                return Ok(Conn::Cluster(conn));
+            }
             let config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(self.settings.timeout))
                 .set_response_timeout(Some(self.settings.timeout))
                 .set_number_of_retries(1);
-            ConnectionManager::new_with_config(self.client.clone(), config).await
+            redis::RedisResult::Ok(Conn::Single(
+                ConnectionManager::new_with_config(self.client.clone(), config).await?,
+            ))
         });
-        match tokio::time::timeout(self.settings.timeout * 2, connect).await {
+        match tokio::time::timeout(self.settings.timeout * 4, connect).await {
             Ok(Ok(conn)) => Some(conn.clone()),
             Ok(Err(e)) => {
                 self.trip("connect", &e);
@@ -276,7 +416,7 @@ impl Fleet {
     /// lost since the last use (Redis restarted) is retried once: the manager reconnects.
     async fn run<T, F, Fut>(&self, what: &str, op: F) -> Option<T>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.conn().await?;
@@ -301,18 +441,35 @@ impl Fleet {
         }
     }
 
-    /// The shared verdict for a token, if there is one made for it, and the invalidation
-    /// generation to write back under (none when Redis could not be read).
+    /// The shared verdict for a token, if there is one made for it, and the generations to
+    /// write back under (none when Redis could not be read). Two reads at once: the user's slot
+    /// (verdict, generations, watermark), and the fleet's generation.
     pub(crate) async fn get(&self, key: &TokenKey, claims: &Claims) -> Lookup {
-        let (name, generation, mark) =
-            (self.entry_key(key), self.generation(), self.watermark_key(&claims.sub));
-        let read: Option<Read> = self
-            .run("get", |mut c| {
-                let (name, generation, mark) = (name.clone(), generation.clone(), mark.clone());
-                async move { redis::pipe().get(name).get(generation).get(mark).query_async(&mut c).await }
+        let sub = claims.sub.as_str();
+        let name = self.entry_key(sub, key);
+        let user = self.user_generation(sub);
+        // Without a session, the user's generation stands for it.
+        let session = match &claims.origin_jti {
+            Some(origin) => self.session_generation(sub, origin),
+            None => user.clone(),
+        };
+        let (mark, fleet) = (self.watermark_key(sub), self.fleet_generation());
+        type Read = (Option<Vec<u8>>, Option<String>, Option<String>, Option<Vec<u8>>);
+        let read: Option<(Read, Option<String>)> = self
+            .run("get", |c| {
+                let (mut c1, mut c2) = (c.clone(), c);
+                let mut pipe = redis::pipe();
+                pipe.get(&name).get(&user).get(&session).get(&mark);
+                let fleet = redis::cmd("GET").arg(&fleet).clone();
+                async move {
+                    let (ours, fleets) = tokio::join!(pipe.query_async(&mut c1), fleet.query_async(&mut c2));
+                    Ok((ours?, fleets?))
+                }
             })
             .await;
-        let Some((raw, generation, watermark)) = read else { return Lookup::default() };
+        let Some(((raw, user, session, watermark), fleet)) = read else { return Lookup::default() };
+        let generations =
+            Generations { fleet: generation(fleet), user: generation(user), session: generation(session) };
         let watermark = watermark.and_then(|raw| {
             let at = self.open(&mark, &raw).and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
             if at.is_none() {
@@ -321,8 +478,8 @@ impl Fleet {
             at
         });
         Lookup {
-            shared: raw.and_then(|raw| self.decode(&name, &raw, claims)),
-            generation: Some(generation.unwrap_or_else(|| "0".to_owned())),
+            shared: raw.and_then(|raw| self.decode(&name, &raw, claims, &generations)),
+            generations: Some(generations),
             watermark,
         }
     }
@@ -353,7 +510,7 @@ impl Fleet {
         genuine.then_some(json)
     }
 
-    fn decode(&self, name: &str, raw: &[u8], claims: &Claims) -> Option<Shared> {
+    fn decode(&self, name: &str, raw: &[u8], claims: &Claims, now: &Generations) -> Option<Shared> {
         let Some(raw) = self.open(name, raw) else {
             self.report("a value in Redis does not carry this fleet's MAC; treating it as a miss");
             return None;
@@ -369,6 +526,10 @@ impl Fleet {
             (Some(user), None) => {
                 if !user.made_for(claims) {
                     self.report("a verdict in Redis was not made for the token it is stored under; treating it as a miss");
+                    return None;
+                }
+                // Made before an invalidation that has run since: a miss.
+                if stored.g.as_ref() != Some(now) {
                     return None;
                 }
                 let attributes = user.a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -398,86 +559,101 @@ impl Fleet {
         }
     }
 
-    /// Shares a positive verdict until `until_ms` (never past `exp`), unless an invalidation
-    /// ran since `generation` was read.
-    pub(crate) async fn put_user(&self, key: &TokenKey, user: &CognitoUser, until_ms: u64, generation: &str) {
+    /// Shares a positive verdict until `until_ms` (never past `exp`), stamped with the
+    /// generations read before its call: if an invalidation has run since, it is never served.
+    pub(crate) async fn put_user(
+        &self,
+        key: &TokenKey,
+        user: &CognitoUser,
+        until_ms: u64,
+        generations: &Generations,
+    ) {
         let until = until_ms.min((user.exp().max(0) as u64).saturating_mul(1000));
         let ttl = until.saturating_sub(unix_ms());
         if ttl == 0 {
             return;
         }
-        let value = serde_json::to_vec(&Stored {
+        let stored = Stored {
             v: VERSION,
             until,
+            g: Some(*generations),
             user: Some(StoredUser::new(user)),
             rejected: None,
-        })
-        .expect("serializing a user cannot fail");
-        let value = self.seal(&self.entry_key(key), value);
-        let mut keys = vec![
-            self.entry_key(key),
-            self.generation(),
-            self.user_index(user.sub()),
-            self.user_index(user.username()),
-        ];
-        keys.extend(user.origin_jti().map(|o| self.session_index(o)));
+        };
+        let value = serde_json::to_vec(&stored).expect("serializing a user cannot fail");
+        let sub = user.sub();
+        let name = self.entry_key(sub, key);
+        let value = self.seal(&name, value);
+        let mut indexes = vec![self.user_index(sub)];
+        indexes.extend(user.origin_jti().map(|o| self.session_index(sub, o)));
+        // Where invalidations by username or by session find the user's slot.
+        let mut aliases = Vec::new();
+        if user.username() != sub {
+            aliases.push(self.username_alias(user.username()));
+        }
+        aliases.extend(user.origin_jti().map(|o| self.session_alias(o)));
         self.run("set", |mut c| {
-            let mut invocation = self.put_if_current.prepare_invoke();
-            invocation.key(&keys[..]).arg(&value).arg(ttl).arg(generation);
-            async move { invocation.invoke_async::<i64>(&mut c).await.map(drop) }
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET").arg(&name).arg(&value).arg("PX").arg(ttl).ignore();
+            for index in &indexes {
+                pipe.sadd(index, &name).ignore();
+                pipe.cmd("PEXPIRE").arg(index).arg(ttl).arg("GT").ignore();
+                pipe.cmd("PEXPIRE").arg(index).arg(ttl).arg("NX").ignore();
+            }
+            let aliases: Vec<redis::Cmd> = aliases
+                .iter()
+                .map(|alias| redis::cmd("SET").arg(alias).arg(sub).arg("PX").arg(ttl).clone())
+                .collect();
+            async move {
+                pipe.query_async::<()>(&mut c).await?;
+                for alias in aliases {
+                    alias.query_async::<()>(&mut c).await?;
+                }
+                Ok(())
+            }
         })
         .await;
     }
 
     /// Shares a rejection for `ttl`.
-    pub(crate) async fn put_rejection(&self, key: &TokenKey, rejection: Rejection, ttl: Duration) {
+    pub(crate) async fn put_rejection(&self, key: &TokenKey, sub: &str, rejection: Rejection, ttl: Duration) {
         let until = unix_ms() + ttl.as_millis() as u64;
-        let value = serde_json::to_vec(&Stored {
-            v: VERSION,
-            until,
-            user: None,
-            rejected: Some(rejection.as_str().into()),
-        })
-        .expect("serializing a rejection cannot fail");
-        let name = self.entry_key(key);
+        let stored =
+            Stored { v: VERSION, until, g: None, user: None, rejected: Some(rejection.as_str().into()) };
+        let value = serde_json::to_vec(&stored).expect("serializing a rejection cannot fail");
+        let name = self.entry_key(sub, key);
         let value = self.seal(&name, value);
         let ttl_ms = ttl.as_millis() as u64;
         self.run("set", |mut c| {
-            let (name, value) = (name.clone(), value.clone());
-            async move {
-                redis::cmd("SET")
-                    .arg(&name)
-                    .arg(value)
-                    .arg("PX")
-                    .arg(ttl_ms.max(1))
-                    .query_async::<()>(&mut c)
-                    .await
-            }
+            let set = redis::cmd("SET").arg(&name).arg(&value).arg("PX").arg(ttl_ms.max(1)).clone();
+            async move { set.query_async::<()>(&mut c).await }
         })
         .await;
     }
 
-    /// Removes a token's shared verdict and tells every instance to drop it.
-    pub(crate) async fn invalidate_token(&self, key: &TokenKey) {
-        let (name, channel, message) = (self.entry_key(key), self.channel(), format!("t:{}", hex(key)));
-        let generation = self.generation();
-        self.run("invalidate", |mut c| {
-            let (name, channel, message) = (name.clone(), channel.clone(), message.clone());
-            let generation = generation.clone();
-            async move {
-                redis::pipe()
-                    .cmd("INCR")
-                    .arg(&generation)
-                    .ignore()
-                    .del(&name)
-                    .ignore()
-                    .publish(&channel, message)
-                    .ignore()
-                    .query_async::<()>(&mut c)
-                    .await
-            }
+    /// Broadcasts `message` on the invalidation channel.
+    async fn broadcast(&self, message: String) {
+        let channel = self.channel();
+        self.run("publish", |mut c| {
+            let publish = c.publish(&channel, &message);
+            async move { publish.query_async::<()>(&mut c).await }
         })
         .await;
+    }
+
+    /// Removes a token's shared verdict (its user's `sub` names its slot) and tells every
+    /// instance to drop it.
+    pub(crate) async fn invalidate_token(&self, key: &TokenKey, sub: Option<&str>) {
+        if let Some(sub) = sub {
+            let (generation, name) = (self.user_generation(sub), self.entry_key(sub, key));
+            self.run("invalidate", |mut c| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("INCR").arg(&generation).ignore().del(&name).ignore();
+                async move { pipe.query_async::<()>(&mut c).await }
+            })
+            .await;
+        }
+        self.broadcast(format!("t:{}", hex(key))).await;
     }
 
     /// Records a watermark for `sub` in Redis (for instances that start or resubscribe later)
@@ -486,119 +662,110 @@ impl Fleet {
         let name = self.watermark_key(sub);
         let value = self.seal(&name, at.to_string().into_bytes());
         let tag = self.mac.as_ref().map_or_else(|| "-".to_owned(), |k| watermark_tag(k, sub, at));
-        let (channel, message) = (self.channel(), format!("w:{at}:{tag}:{sub}"));
         let life_ms = 24 * 3600 * 1000;
         self.run("revoke", |mut c| {
-            let (name, value, channel, message) =
-                (name.clone(), value.clone(), channel.clone(), message.clone());
-            async move {
-                redis::pipe()
-                    .cmd("SET")
-                    .arg(&name)
-                    .arg(value)
-                    .arg("PX")
-                    .arg(life_ms)
-                    .ignore()
-                    .publish(&channel, message)
-                    .ignore()
-                    .query_async::<()>(&mut c)
-                    .await
-            }
+            let set = redis::cmd("SET").arg(&name).arg(&value).arg("PX").arg(life_ms).clone();
+            async move { set.query_async::<()>(&mut c).await }
         })
         .await;
+        self.broadcast(format!("w:{at}:{tag}:{sub}")).await;
     }
 
     /// Adds the tokens this instance first saw since the last call to the fleet's count of the
     /// window `window` (a HyperLogLog per 5 s window, kept 30 s), and reads the distinct tokens
     /// of this window and the previous one, every instance's.
     pub(crate) async fn count_population(&self, hashes: &[u64], window: u64) -> Option<u64> {
-        let prefix = &self.settings.prefix;
         let (current, previous) =
-            (format!("{prefix}n:{window}"), format!("{prefix}n:{}", window.saturating_sub(1)));
+            (self.population_key(window), self.population_key(window.saturating_sub(1)));
         for chunk in hashes.chunks(4096) {
             let elements: Vec<Vec<u8>> = chunk.iter().map(|h| h.to_le_bytes().to_vec()).collect();
             self.run("population", |mut c| {
-                let (current, elements) = (current.clone(), elements.clone());
-                async move {
-                    redis::pipe()
-                        .cmd("PFADD")
-                        .arg(&current)
-                        .arg(&elements)
-                        .ignore()
-                        .pexpire(&current, 30_000)
-                        .ignore()
-                        .query_async::<()>(&mut c)
-                        .await
-                }
+                let mut pipe = redis::pipe();
+                pipe.cmd("PFADD").arg(&current).arg(&elements).ignore().pexpire(&current, 30_000).ignore();
+                async move { pipe.query_async::<()>(&mut c).await }
             })
             .await?;
         }
         self.run("population", |mut c| {
-            let (current, previous) = (current.clone(), previous.clone());
-            async move { redis::cmd("PFCOUNT").arg(current).arg(previous).query_async::<u64>(&mut c).await }
+            let count = redis::cmd("PFCOUNT").arg(&current).arg(&previous).clone();
+            async move { count.query_async::<u64>(&mut c).await }
         })
         .await
     }
 
-    /// Removes a user's shared verdicts and tells every instance to drop theirs.
+    /// The `sub`s an id may stand for: itself, and the user whose username it is.
+    async fn subs_of(&self, id: &str) -> Vec<String> {
+        let alias = self.username_alias(id);
+        let sub: Option<Option<String>> = self
+            .run("alias", |mut c| {
+                let get = redis::cmd("GET").arg(&alias).clone();
+                async move { get.query_async(&mut c).await }
+            })
+            .await;
+        std::iter::once(id.to_owned()).chain(sub.flatten().filter(|s| s != id)).collect()
+    }
+
+    /// Removes a user's shared verdicts (by `sub` or username) and tells every instance to
+    /// drop theirs.
     pub(crate) async fn invalidate_user(&self, id: &str) {
-        self.invalidate_indexed(self.user_index(id), format!("u:{id}")).await;
+        for sub in self.subs_of(id).await {
+            self.invalidate_indexed(self.user_generation(&sub), self.user_index(&sub)).await;
+        }
+        self.broadcast(format!("u:{id}")).await;
     }
 
-    /// Removes a session's shared verdicts and tells every instance to drop theirs.
-    pub(crate) async fn invalidate_session(&self, origin_jti: &str) {
-        self.invalidate_indexed(self.session_index(origin_jti), format!("s:{origin_jti}")).await;
+    /// Removes a session's shared verdicts and tells every instance to drop theirs. Its user's
+    /// `sub`, when not known, is read from the session's alias.
+    pub(crate) async fn invalidate_session(&self, origin_jti: &str, sub: Option<&str>) {
+        let sub = match sub {
+            Some(sub) => Some(sub.to_owned()),
+            None => {
+                let alias = self.session_alias(origin_jti);
+                self.run("alias", |mut c| {
+                    let get = redis::cmd("GET").arg(&alias).clone();
+                    async move { get.query_async::<Option<String>>(&mut c).await }
+                })
+                .await
+                .flatten()
+            }
+        };
+        if let Some(sub) = sub {
+            let generation = self.session_generation(&sub, origin_jti);
+            self.invalidate_indexed(generation, self.session_index(&sub, origin_jti)).await;
+        }
+        self.broadcast(format!("s:{origin_jti}")).await;
     }
 
-    /// Removes the shared verdicts an index names and broadcasts `message`.
-    async fn invalidate_indexed(&self, index: String, message: String) {
-        let channel = self.channel();
-        let generation = self.generation();
+    /// Moves a generation on, then removes the shared verdicts an index names (one slot).
+    async fn invalidate_indexed(&self, generation: String, index: String) {
         self.run("invalidate", |mut c| {
-            let (index, channel, message) = (index.clone(), channel.clone(), message.clone());
-            let generation = generation.clone();
+            let (generation, index) = (generation.clone(), index.clone());
             async move {
-                // First the generation, so that no write of a load already in flight can land
-                // after the entries are gone.
-                // INCR, not INCRBY: the ACL line allows exactly the commands used.
+                // First the generation, so that no verdict of a load already in flight can be
+                // served once it lands. INCR, not INCRBY: the ACL line allows exactly the
+                // commands used.
                 redis::cmd("INCR").arg(&generation).query_async::<()>(&mut c).await?;
                 let names: Vec<String> = c.smembers(&index).await?;
                 let mut pipe = redis::pipe();
                 for name in &names {
                     pipe.del(name).ignore();
                 }
-                pipe.del(&index).ignore().publish(&channel, message).ignore().query_async::<()>(&mut c).await
+                pipe.del(&index).ignore().query_async::<()>(&mut c).await
             }
         })
         .await;
     }
 
-    /// Removes every shared verdict of this prefix and tells every instance to drop theirs.
+    /// Makes every shared verdict a miss (the fleet's generation moves on; they expire on their
+    /// own) and tells every instance to drop theirs: O(1), whatever the number of entries.
     pub(crate) async fn invalidate_all(&self) {
-        let (pattern, channel) = (format!("{}[tuo]:*", self.settings.prefix), self.channel());
-        let generation = self.generation();
+        let generation = self.fleet_generation();
         self.run("invalidate", |mut c| {
-            let (pattern, channel) = (pattern.clone(), channel.clone());
-            let generation = generation.clone();
-            async move {
-                // INCR, not INCRBY: the ACL line allows exactly the commands used.
-                redis::cmd("INCR").arg(&generation).query_async::<()>(&mut c).await?;
-                let names: Vec<String> = {
-                    let mut iter: redis::AsyncIter<String> = c.scan_match(&pattern).await?;
-                    let mut names = Vec::new();
-                    while let Some(name) = iter.next_item().await {
-                        names.push(name?);
-                    }
-                    names
-                };
-                let mut pipe = redis::pipe();
-                for chunk in names.chunks(500) {
-                    pipe.del(chunk).ignore();
-                }
-                pipe.publish(&channel, "a").ignore().query_async::<()>(&mut c).await
-            }
+            let incr = redis::cmd("INCR").arg(&generation).clone();
+            async move { incr.query_async::<()>(&mut c).await }
         })
         .await;
+        self.broadcast("a".to_owned()).await;
     }
 
     /// Whether the breaker is open now (Redis skipped after a failure).
@@ -613,11 +780,25 @@ impl Fleet {
         subscribed
     }
 
+    /// A broadcast's payload, if it is one of ours (watermarks checked against the secret).
+    fn message(&self, payload: &str) -> Option<Message> {
+        match payload.split_once(':') {
+            Some(("t", key)) => unhex(key).map(Message::Token),
+            Some(("u", id)) => Some(Message::User(id.to_owned())),
+            Some(("s", id)) => Some(Message::Session(id.to_owned())),
+            Some(("w", rest)) => parse_watermark(rest, self.mac.as_ref()),
+            _ if payload == "a" => Some(Message::All),
+            _ => None,
+        }
+    }
+
     /// Starts, once, the task that applies broadcast invalidations to this instance's cache.
     ///
     /// It holds the verifier weakly and ends when the verifier is dropped. Each time it
     /// (re)subscribes it drops the whole local cache, which may hold verdicts whose invalidation
-    /// was broadcast before the subscription was in place.
+    /// was broadcast before the subscription was in place. On one node, classic pub/sub; on a
+    /// cluster, sharded pub/sub (`SSUBSCRIBE`) on the channel's slot, which the client follows
+    /// through failovers and resubscribes.
     pub(crate) fn listen<V, F>(&self, target: Weak<V>, apply: F)
     where
         V: Send + Sync + 'static,
@@ -626,49 +807,101 @@ impl Fleet {
         if self.listening.swap(true, Ordering::AcqRel) || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        let (client, channel, timeout) = (self.client.clone(), self.channel(), self.settings.timeout);
-        let status = self.subscribed.clone();
-        let mac = self.mac.clone();
+        let fleet = self.clone();
         tokio::spawn(async move {
             loop {
                 if target.strong_count() == 0 {
                     return;
                 }
-                let subscribed = async {
-                    let mut pubsub = client.get_async_pubsub().await?;
-                    pubsub.subscribe(&channel).await?;
-                    redis::RedisResult::Ok(pubsub)
+                let ended = match fleet.is_cluster().await {
+                    Ok(false) => fleet.listen_single(&target, &apply).await,
+                    Ok(true) => fleet.listen_cluster(&target, &apply).await,
+                    Err(_) => false,
                 };
-                if let Ok(Ok(mut pubsub)) = tokio::time::timeout(timeout * 20, subscribed).await {
-                    // Whatever was cached before this subscription was in place may have
-                    // missed an invalidation: drop it.
-                    match target.upgrade() {
-                        Some(t) => apply(&t, Message::All),
-                        None => return,
-                    }
-                    status.send_replace(true);
-                    let mut messages = pubsub.on_message();
-                    while let Some(msg) = messages.next().await {
-                        let Ok(payload) = msg.get_payload::<String>() else { continue };
-                        let message = match payload.split_once(':') {
-                            Some(("t", key)) => unhex(key).map(Message::Token),
-                            Some(("u", id)) => Some(Message::User(id.to_owned())),
-                            Some(("s", id)) => Some(Message::Session(id.to_owned())),
-                            Some(("w", rest)) => parse_watermark(rest, mac.as_ref()),
-                            _ if payload == "a" => Some(Message::All),
-                            _ => None,
-                        };
-                        match (message, target.upgrade()) {
-                            (Some(m), Some(t)) => apply(&t, m),
-                            (_, None) => return,
-                            (None, _) => {}
-                        }
-                    }
-                    status.send_replace(false);
-                    tracing::warn!("lost the Redis invalidation channel; resubscribing");
+                fleet.subscribed.send_replace(false);
+                if ended {
+                    return;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+    }
+
+    /// Classic pub/sub on one node, until the subscription is lost (false) or the verifier is
+    /// dropped (true).
+    async fn listen_single<V, F>(&self, target: &Weak<V>, apply: &F) -> bool
+    where
+        F: Fn(&V, Message),
+    {
+        let channel = self.channel();
+        let subscribed = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            redis::RedisResult::Ok(pubsub)
+        };
+        let Ok(Ok(mut pubsub)) = tokio::time::timeout(self.settings.timeout * 20, subscribed).await else {
+            return false;
+        };
+        match target.upgrade() {
+            Some(t) => apply(&t, Message::All),
+            None => return true,
+        }
+        self.subscribed.send_replace(true);
+        let mut messages = pubsub.on_message();
+        while let Some(msg) = messages.next().await {
+            let Ok(payload) = msg.get_payload::<String>() else { continue };
+            match (self.message(&payload), target.upgrade()) {
+                (Some(m), Some(t)) => apply(&t, m),
+                (_, None) => return true,
+                (None, _) => {}
+            }
+        }
+        tracing::warn!("lost the Redis invalidation channel; resubscribing");
+        false
+    }
+
+    /// Sharded pub/sub on a cluster, until the connection ends (false) or the verifier is
+    /// dropped (true).
+    async fn listen_cluster<V, F>(&self, target: &Weak<V>, apply: &F) -> bool
+    where
+        F: Fn(&V, Message),
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let subscribed = async {
+            let mut conn = self.cluster_client(Some(tx))?.get_async_connection().await?;
+            conn.ssubscribe(self.channel()).await?;
+            redis::RedisResult::Ok(conn)
+        };
+        let _conn = match tokio::time::timeout(self.settings.timeout * 20, subscribed).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "subscribing to the Redis invalidation channel");
+                return false;
+            }
+            Err(_) => return false,
+        };
+        while let Some(push) = rx.recv().await {
+            let Some(t) = target.upgrade() else { return true };
+            match push.kind {
+                // (Re)subscribed, first or after a failover: what is cached may have missed
+                // an invalidation.
+                PushKind::SSubscribe => {
+                    apply(&t, Message::All);
+                    self.subscribed.send_replace(true);
+                }
+                PushKind::SMessage => {
+                    let payload =
+                        push.data.get(1).and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
+                    if let Some(m) = payload.and_then(|p| self.message(&p)) {
+                        apply(&t, m);
+                    }
+                }
+                PushKind::SUnsubscribe | PushKind::Disconnection => {
+                    self.subscribed.send_replace(false);
+                }
+                _ => {}
+            }
+        }
+        false
     }
 }

@@ -10,7 +10,7 @@ use crate::cache::{CacheSettings, Counters, Flight, Loaded, Outcome, Stats, Targ
 use crate::cognito::{CallSettings, Cognito, Introspect};
 use crate::error::{ConfigError, Rejection, Unavailable, UnavailableKind, VerifyError};
 #[cfg(feature = "redis")]
-use crate::fleet::{unix_ms, Fleet, Lookup, Message, Shared};
+use crate::fleet::{unix_ms, Fleet, Generations, Lookup, Message, Shared};
 use crate::guard::QuotaGuard;
 use crate::issuer::Issuers;
 use crate::jwks::{FetchKeys, JwksSettings, KeySet};
@@ -750,7 +750,7 @@ impl Verifier {
         if let (Some(fleet), Some(key), Some(generation)) = (&inner.fleet, key, generation) {
             // A load that an invalidation hit must not put its verdict back into Redis.
             if !flight.is_some_and(|f| f.revoked()) {
-                self.share(fleet, key, &verdict, &generation).await;
+                self.share(fleet, key, &verdict, &generation, &claims.sub).await;
             }
         }
         verdict.map(|p| (p, None))
@@ -765,10 +765,10 @@ impl Verifier {
         key: &TokenKey,
         claims: &Claims,
         pool: &Arc<str>,
-    ) -> Result<Loaded, Option<String>> {
+    ) -> Result<Loaded, Option<Generations>> {
         let inner = &*self.0;
         self.listen();
-        let Lookup { shared, generation, watermark } = fleet.get(key, claims).await;
+        let Lookup { shared, generations, watermark } = fleet.get(key, claims).await;
         if let Some(at) = watermark {
             // An instance that missed the broadcast (or started later) learns it here.
             inner.cache.watermarks().record(&claims.sub, at);
@@ -778,7 +778,7 @@ impl Verifier {
         }
         let telemetry = &inner.telemetry;
         (if shared.is_some() { &telemetry.redis_hits } else { &telemetry.redis_misses }).increment(1);
-        match (shared, generation) {
+        match (shared, generations) {
             (Some(Shared::User(profile, until_ms)), _) => {
                 Counters::bump(&inner.cache.counters.shared_hits);
                 let user = CognitoUser::new(inner.cache.intern(profile), claims, pool.clone());
@@ -789,7 +789,7 @@ impl Verifier {
                 Counters::bump(&inner.cache.counters.shared_hits);
                 Ok(Err(r.into()))
             }
-            (None, generation) => Err(generation),
+            (None, generations) => Err(generations),
         }
     }
 
@@ -800,17 +800,18 @@ impl Verifier {
         fleet: &Fleet,
         key: &TokenKey,
         verdict: &Result<Principal, VerifyError>,
-        generation: &str,
+        generations: &Generations,
+        sub: &str,
     ) {
         let settings = &self.0.cache.settings;
         match verdict {
             Ok(Principal::User(user)) => {
                 let ttl = self.0.cache.ttl_for(key);
                 let until = unix_ms().saturating_add(ttl.as_millis() as u64);
-                fleet.put_user(key, user, until, generation).await
+                fleet.put_user(key, user, until, generations).await
             }
             Err(VerifyError::Rejected(r)) if !r.is_local() && !settings.negative_ttl.is_zero() => {
-                fleet.put_rejection(key, *r, settings.negative_ttl).await;
+                fleet.put_rejection(key, sub, *r, settings.negative_ttl).await;
             }
             _ => {}
         }
@@ -823,7 +824,9 @@ impl Verifier {
         self.0.cache.invalidate(Target::Token(&key));
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.0.fleet {
-            fleet.invalidate_token(&key).await;
+            // Its user names its place in Redis; a token that does not parse was never there.
+            let claims = token::parse(token.as_bytes(), self.0.policy.max_len).ok();
+            fleet.invalidate_token(&key, claims.as_ref().map(|c| c.sub.as_str())).await;
         }
     }
 
@@ -902,7 +905,11 @@ impl Verifier {
             return Err(Rejection::Malformed.into());
         };
         self.0.pools[pool].cognito.revoke_token(refresh_token, client_id, client_secret).await?;
-        self.invalidate_session(origin_jti).await;
+        self.0.cache.invalidate_session(origin_jti).await;
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.0.fleet {
+            fleet.invalidate_session(origin_jti, Some(&claims.sub)).await;
+        }
         Ok(())
     }
 
@@ -913,7 +920,7 @@ impl Verifier {
         self.0.cache.invalidate_session(origin_jti).await;
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.0.fleet {
-            fleet.invalidate_session(origin_jti).await;
+            fleet.invalidate_session(origin_jti, None).await;
         }
     }
 

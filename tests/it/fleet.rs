@@ -182,7 +182,7 @@ async fn rejections_are_shared_and_entries_never_outlive_exp() {
 
 /// The Redis key holding the verdict of the user whose `sub` is given.
 async fn redis_key_of(redis: &Redis, sub: &str) -> String {
-    match redis.cmd(&["SMEMBERS", &format!("actix-cognito:u:{sub}")]).await {
+    match redis.cmd(&["SMEMBERS", &format!("actix-cognito:u:{{{sub}}}")]).await {
         redis::Value::Array(items) => match &items[0] {
             redis::Value::BulkString(b) => String::from_utf8(b.clone()).unwrap(),
             other => panic!("{other:?}"),
@@ -297,11 +297,12 @@ async fn logout_on_one_example_server_is_refused_by_the_others_within_100_ms() {
     assert!(started.elapsed() < Duration::from_millis(100), "{:?}", started.elapsed());
 }
 
-/// The Redis key of a token's verdict.
+/// The Redis key of a token's verdict: in the slot of its user's `sub`.
 fn entry_key(token: &str) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(token.as_bytes());
-    format!("actix-cognito:t:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    let sub = common::claims_of(token)["sub"].as_str().unwrap().to_owned();
+    format!("actix-cognito:t:{{{sub}}}:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// Whether Redis holds a positive verdict for the token (a shared rejection does not count).
@@ -383,25 +384,38 @@ async fn a_sign_out_during_an_in_flight_call_is_not_undone_by_its_answer() {
 }
 
 #[tokio::test]
-async fn a_verdict_is_not_shared_when_an_invalidation_ran_during_its_call_even_before_its_broadcast() {
+async fn a_verdict_is_not_served_when_an_invalidation_ran_during_its_call_even_before_its_broadcast() {
     let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
     let fleet = three(&fake, &redis).await;
     fake.set_latency(Duration::from_millis(500));
-    let token = fake_token("slow-broadcast", 3600);
-    let in_flight = tokio::spawn({
-        let (v, token) = (fleet[0].clone(), token.clone());
-        async move { v.verify(&token).await }
-    });
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    // Another instance's invalidation, whose broadcast has not reached instance 0 yet.
-    redis.cmd(&["INCR", "actix-cognito:gen"]).await;
-    in_flight.await.unwrap().unwrap();
-    assert!(!shares_a_user(&redis, &token).await, "a verdict crossed by an invalidation was shared");
+    // Another instance's invalidation of the user, then of everything, whose broadcasts have
+    // not reached instance 0 yet: the generations they move stand for them.
+    for (sub, generation) in [("slow-user", "actix-cognito:g:{slow-user}"), ("slow-all", "actix-cognito:gen")]
+    {
+        let token = fake_token(sub, 3600);
+        let in_flight = tokio::spawn({
+            let (v, token) = (fleet[0].clone(), token.clone());
+            async move { v.verify(&token).await }
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        redis.cmd(&["INCR", generation]).await;
+        in_flight.await.unwrap().unwrap();
+        let calls = fake.get_user_calls();
+        fleet[1].verify(&token).await.unwrap();
+        assert_eq!(
+            fake.get_user_calls(),
+            calls + 1,
+            "{sub}: a verdict crossed by an invalidation was served"
+        );
+    }
     // Sharing goes on for calls that no invalidation crossed.
     fake.set_latency(Duration::ZERO);
     let calm = fake_token("calm", 3600);
     fleet[0].verify(&calm).await.unwrap();
     assert!(shares_a_user(&redis, &calm).await);
+    let calls = fake.get_user_calls();
+    fleet[1].verify(&calm).await.unwrap();
+    assert_eq!(fake.get_user_calls(), calls);
 }
 
 #[tokio::test]
@@ -511,12 +525,12 @@ const ACL_RULES: &[&str] = &[
     "+pexpire",
     "+pfadd",
     "+pfcount",
-    "+scan",
     "+publish",
     "+subscribe",
-    "+evalsha",
-    "+eval",
-    "+script|load",
+    "+spublish",
+    "+ssubscribe",
+    "+cluster|slots",
+    "+hello",
     "+ping",
 ];
 
@@ -731,7 +745,7 @@ async fn a_forged_watermark_broadcast_refuses_no_one_when_the_fleet_has_a_secret
     v.verify(&token).await.unwrap();
     let at = (common::unix_now() + 100).to_string();
     redis.cmd(&["PUBLISH", "actix-cognito:invalidate", &format!("w:{at}:-:target")]).await;
-    redis.cmd(&["SET", "actix-cognito:w:target", &at]).await;
+    redis.cmd(&["SET", "actix-cognito:w:{target}", &at]).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     v.verify(&token).await.unwrap();
     v.invalidate_token(&token).await;
