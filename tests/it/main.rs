@@ -8,6 +8,7 @@ mod common;
 
 mod beyond;
 mod cache;
+mod cluster;
 mod emulators;
 mod events;
 mod example_server;
