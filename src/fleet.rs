@@ -457,13 +457,24 @@ impl Fleet {
         type Read = (Option<Vec<u8>>, Option<String>, Option<String>, Option<Vec<u8>>);
         let read: Option<(Read, Option<String>)> = self
             .run("get", |c| {
-                let (mut c1, mut c2) = (c.clone(), c);
                 let mut pipe = redis::pipe();
                 pipe.get(&name).get(&user).get(&session).get(&mark);
                 let fleet = redis::cmd("GET").arg(&fleet).clone();
                 async move {
-                    let (ours, fleets) = tokio::join!(pipe.query_async(&mut c1), fleet.query_async(&mut c2));
-                    Ok((ours?, fleets?))
+                    match c {
+                        // One node: one round trip.
+                        Conn::Single(mut c) => {
+                            let (a, b, c2, d, e) = pipe.add_command(fleet).query_async(&mut c).await?;
+                            Ok(((a, b, c2, d), e))
+                        }
+                        // A cluster: the user's slot and the fleet's, at once.
+                        Conn::Cluster(c) => {
+                            let (mut c1, mut c2) = (c.clone(), c);
+                            let (ours, fleets) =
+                                tokio::join!(pipe.query_async(&mut c1), fleet.query_async(&mut c2));
+                            Ok((ours?, fleets?))
+                        }
+                    }
                 }
             })
             .await;

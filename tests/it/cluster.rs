@@ -33,8 +33,8 @@ impl Cluster {
         for (i, (from, to)) in ranges.iter().enumerate() {
             cluster.cmd(i, &["CLUSTER", "ADDSLOTSRANGE", &from.to_string(), &to.to_string()]).await;
         }
-        for i in 1..3 {
-            cluster.cmd(0, &["CLUSTER", "MEET", "127.0.0.1", &ports[i].to_string()]).await;
+        for port in &ports[1..] {
+            cluster.cmd(0, &["CLUSTER", "MEET", "127.0.0.1", &port.to_string()]).await;
         }
         cluster.wait_ok().await;
         cluster
