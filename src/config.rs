@@ -481,6 +481,10 @@ impl VerifierBuilder {
     /// invalidations over pub/sub. Lookups go local cache, then Redis, then Cognito. Redis
     /// trouble never fails a request: each operation has a 50 ms timeout and a failure skips
     /// Redis for 5 s.
+    ///
+    /// A cluster is detected from the node `url` names (any node, or ElastiCache's configuration
+    /// endpoint): the cluster client then follows the slots, and invalidations go over sharded
+    /// pub/sub. The README lists the keys, the ACL line, and what Redis can and cannot do.
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, url: impl Into<String>) -> Self {
