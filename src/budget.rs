@@ -31,7 +31,10 @@ const EPOCH: Duration = Duration::from_secs(5);
 /// How often, at most, the TTL is worked out again (on the miss path).
 const EVALUATE_EVERY: Duration = Duration::from_millis(250);
 /// The share of the budget aimed at, leaving room for tokens counted late and for first loads.
-const HEADROOM: f64 = 0.9;
+const HEADROOM: f64 = 0.85;
+/// After the TTL moves by more than a quarter, how long verdicts keep the floor TTL: entries
+/// made on a grid about to change would reload early, off the new grid, a second time.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// The settings of a call budget.
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +135,8 @@ pub(crate) struct Budget {
     effective_ms: AtomicU64,
     /// When the TTL may be worked out again, ms since `population.started`.
     next_evaluation_ms: AtomicU64,
+    /// Until when the TTL is still settling (floor TTLs), ms since `population.started`.
+    settling_until_ms: AtomicU64,
     gauge: Gauge,
     shared: Option<SharedCount>,
 }
@@ -148,6 +153,7 @@ impl Budget {
             population: Population::new(bits),
             effective_ms: AtomicU64::new(floor.as_millis() as u64),
             next_evaluation_ms: AtomicU64::new(0),
+            settling_until_ms: AtomicU64::new(0),
             gauge,
             shared: settings.fleet.then(SharedCount::default),
         }
@@ -199,6 +205,9 @@ impl Budget {
         let before = self.effective_ms.swap(ttl.as_millis() as u64, Relaxed);
         self.gauge.set(ttl.as_secs_f64());
         let after = ttl.as_millis() as u64;
+        if after.abs_diff(before) > before / 4 {
+            self.settling_until_ms.store(now + SETTLE.as_millis() as u64, Relaxed);
+        }
         if after * 2 < before || after > before + before / 2 {
             tracing::info!(
                 ttl_secs = ttl.as_secs_f64(),
@@ -234,12 +243,13 @@ impl Budget {
     }
 
     /// How long a verdict for `key`, made now, is kept: the TTL in force, ending on the token's
-    /// own point of the grid once the TTL is above its floor. `unix_ms` dates the grid, so that
+    /// own point of the grid once the TTL is above its floor (and the floor while the TTL is
+    /// settling after a move, so that the verdicts made meanwhile join the new grid). `unix_ms` dates the grid, so that
     /// every instance of a fleet puts a token at the same point.
     pub(crate) fn ttl_for(&self, key: &TokenKey, unix_ms: u64) -> Duration {
         let ttl = self.evaluate();
-        if ttl <= self.floor {
-            return ttl;
+        if ttl <= self.floor || self.population.now_ms() < self.settling_until_ms.load(Relaxed) {
+            return ttl.min(self.floor);
         }
         let period = ttl.as_millis() as u64;
         let phase = u64::from_le_bytes(key[8..16].try_into().expect("8 bytes")) % period;
@@ -268,9 +278,12 @@ mod tests {
             b.observe(&key(i));
         }
         tokio::time::advance(EVALUATE_EVERY).await;
+        // The TTL moved: verdicts keep the floor until it settles.
+        assert_eq!(b.ttl_for(&key(0), 0), Duration::from_secs(1));
+        tokio::time::advance(SETTLE).await;
         let ttl = b.ttl_for(&key(0), 0);
-        // 100 tokens at 4.5 calls a second: 22.2 s, and this token's share of the grid.
-        assert!((b.effective().as_secs_f64() - 100.0 / 4.5).abs() < 1.5, "{:?}", b.effective());
+        // 100 tokens at 4.25 calls a second: 23.5 s, and this token's share of the grid.
+        assert!((b.effective().as_secs_f64() - 100.0 / 4.25).abs() < 1.5, "{:?}", b.effective());
         assert!(ttl <= b.effective() && ttl >= Duration::from_secs(1), "{ttl:?}");
         // Three tokens left, all cache hits: within two windows the TTL is back at its floor.
         for _ in 0..4 {
@@ -287,6 +300,8 @@ mod tests {
             b.observe(&key(i));
         }
         tokio::time::advance(EVALUATE_EVERY).await;
+        b.ttl_for(&key(0), 0);
+        tokio::time::advance(SETTLE).await;
         let mut ends: Vec<u64> =
             (0..1000).map(|i| b.ttl_for(&key(i), 1_000_000).as_millis() as u64).collect();
         assert_eq!(b.effective(), Duration::from_secs(60));
@@ -323,11 +338,11 @@ mod tests {
         b.fleet_count(100);
         tokio::time::advance(EVALUATE_EVERY).await;
         b.observe(&key(0));
-        assert!((b.effective().as_secs_f64() - 100.0 / 4.5).abs() < 1.0, "{:?}", b.effective());
+        assert!((b.effective().as_secs_f64() - 100.0 / 4.25).abs() < 1.0, "{:?}", b.effective());
         // A count too old to trust: the local one again.
         tokio::time::advance(SHARED_COUNT_LIFE + EVALUATE_EVERY).await;
         b.observe(&key(0));
-        assert!((b.effective().as_secs_f64() - 50.0 / 4.5).abs() < 1.0, "{:?}", b.effective());
+        assert!((b.effective().as_secs_f64() - 50.0 / 4.25).abs() < 1.0, "{:?}", b.effective());
     }
 
     #[test]

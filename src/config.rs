@@ -420,7 +420,7 @@ impl VerifierBuilder {
     /// A budget of `GetUser` calls a second for the active tokens (default: none, the TTL is
     /// `cache_ttl`). With one, the cache TTL adapts: the shortest between `cache_ttl` (the floor)
     /// and [`max_cache_ttl`](Self::max_cache_ttl) (the ceiling) that keeps the calls of the
-    /// tokens requested in the last 5 to 10 s under about 90 % of the budget. That TTL is the
+    /// tokens requested in the last 5 to 10 s under about 85 % of the budget. That TTL is the
     /// revocation delay: 30 000 active tokens within 100 calls a second get 333 s, where a fixed
     /// 30 s TTL would need 1 000 calls a second. Only tokens that pass are counted, so garbage
     /// cannot stretch it; reloads are spread evenly over the period, never in bursts. Read it

@@ -650,7 +650,7 @@ async fn a_budget_fits_the_whole_fleets_population() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    // 100 / (0.9 x 5) = 22 s; each instance alone would pick 11 s.
+    // 100 / (0.85 x 5) = 23.5 s; each instance alone would pick 11.8 s.
     for v in &fleet {
         let ttl = v.effective_cache_ttl();
         assert!((Duration::from_secs(18)..=Duration::from_secs(27)).contains(&ttl), "{ttl:?}");

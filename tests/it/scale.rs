@@ -59,9 +59,10 @@ async fn a_budget_keeps_100_tokens_under_it_and_the_ttl_follows_the_population()
     }
     let calls = s.proxy.get_user_calls() - settled_at.unwrap();
     let ttl = verifier.effective_cache_ttl();
-    // About 100 / (0.9 x 5) = 22 s; the expiries spread over it, so the 10 s after the first
-    // loads cost about 45 calls: under the budget's 50, with room for the hash spread's noise.
+    // About 100 / (0.85 x 5) = 23.5 s; the expiries spread over it, so any 10 s cost about 43
+    // calls: under the budget's 50, with room for the hash spread's noise.
     assert!((Duration::from_secs(18)..=Duration::from_secs(27)).contains(&ttl), "{ttl:?}");
+    eprintln!("{calls} GetUser calls from 6 s to 16 s; effective TTL {ttl:?}");
     assert!(calls <= 60, "{calls} calls in 10 s with a budget of 5 a second");
 
     // The population shrinks to 3 tokens: within two counting windows the TTL is back down.
