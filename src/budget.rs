@@ -345,6 +345,48 @@ mod tests {
         assert!((b.effective().as_secs_f64() - 50.0 / 4.25).abs() < 1.0, "{:?}", b.effective());
     }
 
+    /// Collects what a `fmt` subscriber writes.
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_move_by_more_than_half_is_logged_and_a_small_one_is_not() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let b = budget(5, 1, 300);
+        let logged = || String::from_utf8(lines.0.lock().unwrap().clone()).unwrap().matches("adapted").count();
+        b.observe(&key(0));
+        assert_eq!(logged(), 0, "1 token: the floor, no move");
+        for i in 0..100 {
+            b.observe(&key(i));
+        }
+        tokio::time::advance(EVALUATE_EVERY).await;
+        b.observe(&key(0));
+        assert_eq!(logged(), 1);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("ttl_secs=23.") && text.contains("before_secs=1.0"), "{text}");
+        // 10 % more tokens: a small move, not logged.
+        for i in 100..110 {
+            b.observe(&key(i));
+        }
+        tokio::time::advance(EVALUATE_EVERY).await;
+        b.observe(&key(0));
+        assert!(b.effective() > Duration::from_secs(24));
+        assert_eq!(logged(), 1);
+    }
+
     #[test]
     fn the_count_is_close_for_many_tokens() {
         let p = Population::new(1 << 20);
