@@ -10,19 +10,8 @@ command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; ex
 
 secs="${SECS:-10}"
 port=18181
-run=localstack/.run
-before="$(cat "$run/moto.pid" 2>/dev/null || true)"
-endpoint="$(./localstack/start.sh | tail -n 1)"
-after="$(cat "$run/moto.pid" 2>/dev/null || true)"
-export AWS_ENDPOINT_URL="$endpoint"
-server=""
-cleanup() {
-    [ -z "$server" ] || kill "$server" 2>/dev/null || true
-    if [ -n "$after" ] && [ "$after" != "$before" ]; then
-        EMULATOR=moto ./localstack/stop.sh 2>/dev/null || true
-    fi
-}
-trap cleanup EXIT
+# shellcheck source=scripts/moto-session.sh
+. scripts/moto-session.sh
 
 cargo build --quiet --features test-util --example seed
 cargo build --quiet --release --all-features --example server

@@ -8,19 +8,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 port="${PORT:-8080}"
-run=localstack/.run
-before="$(cat "$run/moto.pid" 2>/dev/null || true)"
-endpoint="$(./localstack/start.sh | tail -n 1)"
-after="$(cat "$run/moto.pid" 2>/dev/null || true)"
-export AWS_ENDPOINT_URL="$endpoint"
-server=""
-cleanup() {
-    [ -z "$server" ] || kill "$server" 2>/dev/null || true
-    if [ -n "$after" ] && [ "$after" != "$before" ]; then
-        EMULATOR=moto ./localstack/stop.sh 2>/dev/null || true
-    fi
-}
-trap cleanup EXIT
+# shellcheck source=scripts/moto-session.sh
+. scripts/moto-session.sh
 
 echo "building the examples..." >&2
 cargo build --quiet --features test-util --example seed --example server

@@ -363,10 +363,12 @@ mod tests {
     async fn a_move_by_more_than_half_is_logged_and_a_small_one_is_not() {
         let lines = Lines::default();
         let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        let subscriber =
+            tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
         let _guard = tracing::subscriber::set_default(subscriber);
         let b = budget(5, 1, 300);
-        let logged = || String::from_utf8(lines.0.lock().unwrap().clone()).unwrap().matches("adapted").count();
+        let logged =
+            || String::from_utf8(lines.0.lock().unwrap().clone()).unwrap().matches("adapted").count();
         b.observe(&key(0));
         assert_eq!(logged(), 0, "1 token: the floor, no move");
         for i in 0..100 {

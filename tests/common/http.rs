@@ -60,3 +60,8 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Repl
 pub async fn get_with_token(addr: SocketAddr, path: &str, token: &str) -> Reply {
     get(addr, path, &[("Authorization", &format!("Bearer {token}"))]).await
 }
+
+/// `POST` with `Authorization: Bearer <token>` and no body, as `/logout` takes it.
+pub async fn post_with_token(addr: SocketAddr, path: &str, token: &str) -> Reply {
+    request_raw(addr, "POST", path, &[format!("Authorization: Bearer {token}").as_bytes()]).await
+}

@@ -259,13 +259,7 @@ async fn three_example_servers_on_a_cluster_share_verdicts_and_sign_outs() {
     assert_eq!(s.proxy.get_user_calls(), 31);
 
     // Logout on one: 401 on the others within 200 ms.
-    let logout = common::http::request_raw(
-        servers[0].addr,
-        "POST",
-        "/logout",
-        &[format!("Authorization: Bearer {}", s.tokens.access).as_bytes()],
-    )
-    .await;
+    let logout = common::http::post_with_token(servers[0].addr, "/logout", &s.tokens.access).await;
     assert_eq!(logout.status, 204, "{}", logout.body);
     let started = Instant::now();
     for server in &servers[1..] {

@@ -121,13 +121,7 @@ async fn the_example_server_works_with_cognito_local_as_it_comes() {
         let tampered = common::altered(&s.tokens.access, &[("username", serde_json::json!("root"))]);
         assert_eq!(get_with_token(addr, "/me", &tampered).await.status, 401);
         // cognito-local cannot sign out: that is the upstream's trouble, not the token's.
-        let logout = common::http::request_raw(
-            addr,
-            "POST",
-            "/logout",
-            &[format!("Authorization: Bearer {}", s.tokens.access).as_bytes()],
-        )
-        .await;
+        let logout = common::http::post_with_token(addr, "/logout", &s.tokens.access).await;
         assert_eq!(logout.status, 503, "{}", logout.body);
     }
 

@@ -281,13 +281,7 @@ async fn logout_on_one_example_server_is_refused_by_the_others_within_100_ms() {
     }
     assert_eq!(s.proxy.get_user_calls(), 1);
 
-    let logout = common::http::request_raw(
-        servers[0].addr,
-        "POST",
-        "/logout",
-        &[format!("Authorization: Bearer {}", s.tokens.access).as_bytes()],
-    )
-    .await;
+    let logout = common::http::post_with_token(servers[0].addr, "/logout", &s.tokens.access).await;
     assert_eq!(logout.status, 204, "{}", logout.body);
     let started = Instant::now();
     for server in &servers {
