@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix_cognito::testing::{Behaviour, FakeCognito};
 use actix_cognito::{Rejection, Verifier, VerifyError};
-use common::{example, fake_token, seeded, FAKE_CLIENT, FAKE_POOL};
+use common::{fake_token, seeded, FAKE_CLIENT, FAKE_POOL};
 
 use crate::common;
 
@@ -226,20 +226,7 @@ async fn a_master_down_leaves_requests_answered_and_sharing_resumes_when_it_retu
 async fn three_example_servers_on_a_cluster_share_verdicts_and_sign_outs() {
     let s = seeded("cluster-example").await;
     let cluster = Cluster::start().await;
-    let endpoint = s.proxy.endpoint();
-    let mut servers = Vec::new();
-    for _ in 0..3 {
-        servers.push(
-            example::start(&[
-                ("COGNITO_USER_POOL_ID", &s.pool.pool_id),
-                ("COGNITO_CLIENT_ID", &s.pool.client_id),
-                ("COGNITO_CACHE_TTL_SECS", "300"),
-                ("AWS_ENDPOINT_URL", &endpoint),
-                ("REDIS_URL", &cluster.url(0)),
-            ])
-            .await,
-        );
-    }
+    let servers = crate::fleet::three_servers(&s, &cluster.url(0)).await;
     let get = common::http::get_with_token;
     for server in &servers {
         assert_eq!(get(server.addr, "/me", &s.tokens.access).await.status, 200);

@@ -72,8 +72,8 @@ impl Drop for Redis {
     }
 }
 
-/// Three example servers for the seeded pool, sharing `redis`, with a 300 s TTL.
-async fn three_servers(s: &common::Seeded, redis: &Redis) -> Vec<example::Server> {
+/// Three example servers for the seeded pool, sharing the Redis at `redis_url`, with a 300 s TTL.
+pub(crate) async fn three_servers(s: &common::Seeded, redis_url: &str) -> Vec<example::Server> {
     let endpoint = s.proxy.endpoint();
     let mut servers = Vec::new();
     for _ in 0..3 {
@@ -83,7 +83,7 @@ async fn three_servers(s: &common::Seeded, redis: &Redis) -> Vec<example::Server
                 ("COGNITO_CLIENT_ID", &s.pool.client_id),
                 ("COGNITO_CACHE_TTL_SECS", "300"),
                 ("AWS_ENDPOINT_URL", &endpoint),
-                ("REDIS_URL", &redis.url()),
+                ("REDIS_URL", redis_url),
             ])
             .await,
         );
@@ -275,7 +275,7 @@ async fn a_malformed_redis_url_fails_at_build() {
 async fn logout_on_one_example_server_is_refused_by_the_others_within_100_ms() {
     let s = seeded("fleet-logout").await;
     let redis = Redis::start().await;
-    let servers = three_servers(&s, &redis).await;
+    let servers = three_servers(&s, &redis.url()).await;
     for server in &servers {
         assert_eq!(common::http::get_with_token(server.addr, "/me", &s.tokens.access).await.status, 200);
     }
@@ -420,7 +420,7 @@ async fn copied_redis_entries_grant_nothing_on_three_example_servers() {
     let root = s.pool.sign_in(&s.pool.client_id, "root", common::PASSWORD).await.unwrap().access;
     let alice = s.tokens.access.clone();
     let redis = Redis::start().await;
-    let servers = three_servers(&s, &redis).await;
+    let servers = three_servers(&s, &redis.url()).await;
     let get = common::http::get_with_token;
     assert_eq!(get(servers[0].addr, "/admin", &root).await.status, 200);
 
