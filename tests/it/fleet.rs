@@ -74,19 +74,22 @@ impl Drop for Redis {
 
 /// Three example servers for the seeded pool, sharing the Redis at `redis_url`, with a 300 s TTL.
 pub(crate) async fn three_servers(s: &common::Seeded, redis_url: &str) -> Vec<example::Server> {
+    three_servers_with(s, &[("REDIS_URL", redis_url)]).await
+}
+
+/// Three example servers for the seeded pool with a 300 s TTL and these fleet-mode variables.
+async fn three_servers_with(s: &common::Seeded, redis: &[(&str, &str)]) -> Vec<example::Server> {
     let endpoint = s.proxy.endpoint();
     let mut servers = Vec::new();
     for _ in 0..3 {
-        servers.push(
-            example::start(&[
-                ("COGNITO_USER_POOL_ID", &s.pool.pool_id),
-                ("COGNITO_CLIENT_ID", &s.pool.client_id),
-                ("COGNITO_CACHE_TTL_SECS", "300"),
-                ("AWS_ENDPOINT_URL", &endpoint),
-                ("REDIS_URL", redis_url),
-            ])
-            .await,
-        );
+        let mut vars = vec![
+            ("COGNITO_USER_POOL_ID", s.pool.pool_id.as_str()),
+            ("COGNITO_CLIENT_ID", s.pool.client_id.as_str()),
+            ("COGNITO_CACHE_TTL_SECS", "300"),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ];
+        vars.extend_from_slice(redis);
+        servers.push(example::start(&vars).await);
     }
     servers
 }
@@ -625,6 +628,52 @@ async fn fleet_mode_works_over_tls_with_a_private_ca_as_the_restricted_acl_user(
 
 /// Two instances behind sticky sessions, each seeing half of 100 tokens, as the restricted ACL
 /// user: the TTL fits the fleet's 100 tokens, not each instance's 50.
+/// The bar over TLS: three example servers given a private CA (`REDIS_CA_FILE`), the restricted
+/// ACL user and a fleet secret share verdicts and sign-outs, and a genuine entry copied under a
+/// forged token's key grants nothing.
+#[tokio::test]
+async fn three_example_servers_share_over_tls_as_the_restricted_acl_user() {
+    let s = seeded("fleet-tls").await;
+    let redis = TlsRedis::start().await;
+    let ca_file = redis.dir.join("ca-for-servers.pem");
+    std::fs::write(&ca_file, &redis.ca_pem).unwrap();
+    let servers = three_servers_with(
+        &s,
+        &[
+            ("REDIS_URL", &redis.url()),
+            ("REDIS_CA_FILE", ca_file.to_str().unwrap()),
+            ("REDIS_SECRET", "0123456789abcdef0123456789abcdef"),
+        ],
+    )
+    .await;
+    let get = common::http::get_with_token;
+    for server in &servers {
+        assert_eq!(get(server.addr, "/me", &s.tokens.access).await.status, 200);
+    }
+    assert_eq!(s.proxy.get_user_calls(), 1, "verdicts are not shared over TLS");
+
+    // A forged token (the genuine one's claims, another scope, the same signature): 401.
+    let forged = common::altered(
+        &s.tokens.access,
+        &[("scope", serde_json::json!("aws.cognito.signin.user.admin openid"))],
+    );
+    assert_eq!(get(servers[1].addr, "/me", &forged).await.status, 401);
+
+    let logout = common::http::post_with_token(servers[0].addr, "/logout", &s.tokens.access).await;
+    assert_eq!(logout.status, 204, "{}", logout.body);
+    let started = Instant::now();
+    for server in &servers[1..] {
+        loop {
+            let r = get(server.addr, "/me", &s.tokens.access).await;
+            if r.status == 401 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_millis(200), "still {} after 200 ms", r.status);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_budget_fits_the_whole_fleets_population() {
     let (fake, redis) = (claims_fake(&[]).await, TlsRedis::start().await);
