@@ -12,20 +12,30 @@ use common::{fake_token, seeded, FAKE_CLIENT, FAKE_POOL};
 
 use crate::common;
 
-/// Three cluster-enabled redis-servers, each master of a third of the slots.
+/// Three cluster-enabled redis-servers, each master of a third of the slots; with TLS, over TLS
+/// only (clients and the cluster bus), with the restricted ACL user `app` and an `admin`.
 struct Cluster {
     ports: [u16; 3],
+    bus_ports: [u16; 3],
     children: [Option<Child>; 3],
     dir: std::path::PathBuf,
+    /// With TLS: the private CA's certificate.
+    ca_pem: Option<String>,
 }
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_with(false).await
+    }
+
+    async fn start_with(tls: bool) -> Cluster {
         let port = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let ports = [port(), port(), port()];
+        let bus_ports = [port(), port(), port()];
         let dir = std::env::temp_dir().join(format!("actix-cognito-cluster-{}", ports[0]));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut cluster = Cluster { ports, children: [None, None, None], dir };
+        let ca_pem = tls.then(|| crate::fleet::write_tls_files(&dir));
+        let mut cluster = Cluster { ports, bus_ports, children: [None, None, None], dir, ca_pem };
         for i in 0..3 {
             cluster.start_node(i).await;
         }
@@ -33,8 +43,9 @@ impl Cluster {
         for (i, (from, to)) in ranges.iter().enumerate() {
             cluster.cmd(i, &["CLUSTER", "ADDSLOTSRANGE", &from.to_string(), &to.to_string()]).await;
         }
-        for port in &ports[1..] {
-            cluster.cmd(0, &["CLUSTER", "MEET", "127.0.0.1", &port.to_string()]).await;
+        for i in 1..3 {
+            let (port, bus) = (cluster.ports[i].to_string(), cluster.bus_ports[i].to_string());
+            cluster.cmd(0, &["CLUSTER", "MEET", "127.0.0.1", &port, &bus]).await;
         }
         cluster.wait_ok().await;
         cluster
@@ -43,8 +54,30 @@ impl Cluster {
     async fn start_node(&mut self, i: usize) {
         let port = self.ports[i].to_string();
         let config = self.dir.join(format!("nodes-{port}.conf"));
+        let mut args: Vec<String> = vec!["--cluster-port".into(), self.bus_ports[i].to_string()];
+        if self.ca_pem.is_some() {
+            let path = |name: &str| self.dir.join(name).to_string_lossy().into_owned();
+            args.extend(["--port".into(), "0".into(), "--tls-port".into(), port.clone()]);
+            args.extend(["--tls-cluster".into(), "yes".into(), "--tls-auth-clients".into(), "no".into()]);
+            args.extend([
+                "--tls-cert-file".into(),
+                path("cert.pem"),
+                "--tls-key-file".into(),
+                path("key.pem"),
+            ]);
+            args.extend(["--tls-ca-cert-file".into(), path("ca.pem")]);
+            args.extend(
+                ["--user", "default", "off", "--user", "admin", "on", ">admin-pass", "~*", "&*", "+@all"]
+                    .map(String::from),
+            );
+            args.extend(["--user", "app", "on", ">s3cret-pass"].map(String::from));
+            args.extend(crate::fleet::ACL_RULES.iter().map(|r| r.to_string()));
+        } else {
+            args.extend(["--port".into(), port.clone()]);
+        }
         let child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
             .arg("--cluster-config-file")
             .arg(&config)
@@ -88,13 +121,24 @@ impl Cluster {
         }
     }
 
-    /// The URL of node `i`: any node will do, as with ElastiCache's configuration endpoint.
+    /// The URL of node `i`: any node will do, as with ElastiCache's configuration endpoint. With
+    /// TLS, as the restricted ACL user.
     fn url(&self, i: usize) -> String {
-        format!("redis://127.0.0.1:{}", self.ports[i])
+        match self.ca_pem {
+            Some(_) => format!("rediss://app:s3cret-pass@localhost:{}", self.ports[i]),
+            None => format!("redis://127.0.0.1:{}", self.ports[i]),
+        }
     }
 
     async fn cmd(&self, i: usize, args: &[&str]) -> redis::Value {
-        let client = redis::Client::open(self.url(i)).unwrap();
+        let client = match &self.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                format!("rediss://admin:admin-pass@localhost:{}", self.ports[i]),
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone().into_bytes()) },
+            )
+            .unwrap(),
+            None => redis::Client::open(self.url(i)).unwrap(),
+        };
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         let mut cmd = redis::cmd(args[0]);
         for a in &args[1..] {
@@ -218,6 +262,46 @@ async fn a_master_down_leaves_requests_answered_and_sharing_resumes_when_it_retu
         }
         assert!(started.elapsed() < Duration::from_secs(20), "sharing did not resume");
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// ElastiCache as it is in production: a cluster over TLS with a private CA, an ACL user
+/// limited to the crate's keys and channel.
+#[tokio::test]
+async fn a_tls_cluster_with_a_private_ca_works_as_the_restricted_acl_user() {
+    let (fake, cluster) = (claims_fake().await, Cluster::start_with(true).await);
+    let ca = cluster.ca_pem.clone().unwrap().into_bytes();
+    let mut fleet = Vec::new();
+    for _ in 0..3 {
+        let v = Verifier::builder(FAKE_POOL)
+            .client_id(FAKE_CLIENT)
+            .endpoint_url(fake.endpoint())
+            .redis(cluster.url(0))
+            .redis_ca_pem(ca.clone())
+            .redis_timeout(Duration::from_millis(500))
+            .build_hydrated()
+            .await
+            .unwrap();
+        fleet.push(v);
+    }
+    let tokens: Vec<String> = (0..12).map(|i| fake_token(&format!("tls-user-{i}"), 3600)).collect();
+    for token in &tokens {
+        for v in &fleet {
+            v.verify(token).await.unwrap();
+        }
+    }
+    assert_eq!(fake.get_user_calls(), 12, "verdicts are not shared over the TLS cluster");
+    fake.revoke(&tokens[3]);
+    let started = Instant::now();
+    fleet[0].invalidate_user("tls-user-3").await;
+    for v in &fleet[1..] {
+        while v.verify(&tokens[3]).await.is_ok() {
+            assert!(started.elapsed() < Duration::from_millis(200), "still accepted after 200 ms");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    for v in &fleet {
+        assert_eq!(v.readiness().redis, Some(actix_cognito::RedisState::Up));
     }
 }
 

@@ -509,7 +509,7 @@ struct TlsRedis {
 }
 
 /// The ACL rules of the README's `ACL SETUSER` line, after the user's name and password.
-const ACL_RULES: &[&str] = &[
+pub(crate) const ACL_RULES: &[&str] = &[
     "~actix-cognito:*",
     "&actix-cognito:*",
     "-@all",
@@ -541,22 +541,29 @@ fn private_ca() -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
     (rcgen::Issuer::new(params, key), pem)
 }
 
+/// Writes a private CA (`ca.pem`) and a server certificate for localhost and 127.0.0.1 signed by
+/// it (`cert.pem`, `key.pem`) into `dir`; the CA's PEM.
+pub(crate) fn write_tls_files(dir: &std::path::Path) -> String {
+    let (ca, ca_pem) = private_ca();
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    params.use_authority_key_identifier_extension = true;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    for (name, pem) in
+        [("cert.pem", cert.pem()), ("key.pem", key.serialize_pem()), ("ca.pem", ca_pem.clone())]
+    {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+    ca_pem
+}
+
 impl TlsRedis {
     async fn start() -> TlsRedis {
-        let (ca, ca_pem) = private_ca();
-        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        let mut params = rcgen::CertificateParams::new(names).unwrap();
-        params.use_authority_key_identifier_extension = true;
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &ca).unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = std::env::temp_dir().join(format!("actix-cognito-tls-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
-        for (name, pem) in
-            [("cert.pem", cert.pem()), ("key.pem", key.serialize_pem()), ("ca.pem", ca_pem.clone())]
-        {
-            std::fs::write(dir.join(name), pem).unwrap();
-        }
+        let ca_pem = write_tls_files(&dir);
         let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
         let mut args: Vec<String> = ["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"]
             .map(String::from)
