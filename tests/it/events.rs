@@ -231,6 +231,33 @@ async fn a_queue_without_credentials_to_read_it_fails_at_build_naming_the_fix() 
     assert!(err.to_string().contains("events_queue"), "{err}");
 }
 
+/// The SQS client holds the app's credentials: the builder's and the verifier's `Debug` show the
+/// access key id (the provider is there) and never the secrets.
+#[tokio::test]
+async fn the_apps_aws_credentials_never_reach_debug_output() {
+    let credentials = aws_sdk_sqs::config::Credentials::new(
+        "AKIDEXAMPLE",
+        "wJalrXUtnFEMI-secret",
+        Some("session-secret".into()),
+        None,
+        "tests",
+    );
+    let config = aws_types::SdkConfig::builder()
+        .region(aws_types::region::Region::new("us-east-1"))
+        .credentials_provider(aws_types::sdk_config::SharedCredentialsProvider::new(credentials))
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .build();
+    let builder = Verifier::builder("us-east-1_AbC123xyz")
+        .client_id("client")
+        .sdk_config(&config)
+        .events_queue("https://sqs.us-east-1.amazonaws.com/123456789012/cognito-events");
+    let debug = format!("{builder:?} {:?}", builder.clone().build().unwrap());
+    assert!(debug.contains("AKIDEXAMPLE"), "the credentials are not in the output at all: {debug}");
+    for secret in ["wJalrXUtnFEMI-secret", "session-secret"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+}
+
 /// The bar, through the example server with a 300 s TTL.
 #[tokio::test]
 async fn the_example_server_refuses_a_disabled_user_within_2_s_of_the_event() {
