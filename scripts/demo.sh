@@ -12,7 +12,7 @@ port="${PORT:-8080}"
 . scripts/moto-session.sh
 
 echo "building the examples..." >&2
-cargo build --quiet --features test-util --example seed --example server
+cargo build --quiet --all-features --example seed --example server
 
 bin="${CARGO_TARGET_DIR:-target}/debug/examples"
 mkdir -p "$run"
