@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 use actix_cognito::testing::{access_claims, FakeCognito, HttpConnection, TestSigner};
 use actix_cognito::{CognitoAuth, Principal, Verifier};
 use actix_web::{web, App, HttpResponse, HttpServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use http::Method;
 
 /// Counts the bytes live on the heap, for an exact figure of memory per cached principal.
 struct Counting;
@@ -126,11 +125,11 @@ async fn cpu() -> HttpResponse {
 /// Sends `n` requests on one keep-alive connection; returns each latency.
 async fn run_connection(addr: std::net::SocketAddr, path: &str, token: &str, n: usize) -> Vec<Duration> {
     let mut conn = HttpConnection::connect(addr).await.unwrap();
-    let req = HttpConnection::get_request(path, &[&format!("Authorization: Bearer {token}")]);
+    let auth = format!("Bearer {token}");
     let mut latencies = Vec::with_capacity(n);
     for _ in 0..n {
         let started = Instant::now();
-        let (status, _) = conn.send(&req).await.unwrap();
+        let (status, _) = conn.get(path, &[("Authorization", &auth)]).await.unwrap();
         assert_eq!(status, 200, "{path}");
         latencies.push(started.elapsed());
     }
@@ -139,12 +138,9 @@ async fn run_connection(addr: std::net::SocketAddr, path: &str, token: &str, n: 
 
 /// The server worker's CPU: total ns, user ticks, system ticks.
 async fn server_cpu(addr: std::net::SocketAddr) -> (u64, u64, u64) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(b"GET /cpu HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
+    let (_, body) = HttpConnection::connect(addr).await.unwrap().get("/cpu", &[]).await.unwrap();
     let v: Vec<u64> =
-        out.rsplit("\r\n\r\n").next().unwrap().split_whitespace().map(|f| f.parse().unwrap()).collect();
+        std::str::from_utf8(&body).unwrap().split_whitespace().map(|f| f.parse().unwrap()).collect();
     (v[0], v[1], v[2])
 }
 
@@ -210,15 +206,11 @@ async fn load(
 /// The upstream's own round trip, measured with a bare keep-alive HTTP client: p50 of 50.
 async fn upstream_round_trip(fake: &FakeCognito) -> Duration {
     let mut conn = HttpConnection::connect(fake.endpoint().trim_start_matches("http://")).await.unwrap();
-    let body = r#"{"AccessToken":"x"}"#;
-    let req = format!(
-        "POST / HTTP/1.1\r\nHost: fake\r\nX-Amz-Target: AWSCognitoIdentityProviderService.GetUser\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let target = [("X-Amz-Target", "AWSCognitoIdentityProviderService.GetUser")];
     let mut times = Vec::new();
     for _ in 0..50 {
         let started = Instant::now();
-        conn.send(req.as_bytes()).await.unwrap();
+        conn.send(Method::POST, "/", &target, r#"{"AccessToken":"x"}"#).await.unwrap();
         times.push(started.elapsed());
     }
     times.sort();

@@ -47,8 +47,8 @@ async fn client(addr: SocketAddr, tokens: Vec<(Kind, Arc<str>)>) -> Vec<(Kind, u
     let mut conn = HttpConnection::connect(addr).await.unwrap();
     let mut out = Vec::with_capacity(tokens.len());
     for (kind, token) in tokens {
-        let req = HttpConnection::get_request("/me", &[&format!("Authorization: Bearer {token}")]);
-        out.push((kind, conn.send(&req).await.unwrap().0));
+        let auth = format!("Bearer {token}");
+        out.push((kind, conn.get("/me", &[("Authorization", &auth)]).await.unwrap().0));
     }
     out
 }

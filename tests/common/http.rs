@@ -1,7 +1,10 @@
-//! A minimal HTTP/1.1 client over a raw socket, so tests can send any bytes.
+//! HTTP requests of the tests: hyper's client, and raw bytes for requests no client would send.
 
 use std::net::SocketAddr;
 
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -22,8 +25,8 @@ impl Reply {
     }
 }
 
-/// Sends one request with these raw header lines and reads the whole answer. A connection the
-/// server closes without an answer gives status 0.
+/// Sends one request with these raw header lines, malformed ones included, and reads the whole
+/// answer. A connection the server closes without an answer gives status 0.
 pub async fn request_raw(addr: SocketAddr, method: &str, path: &str, headers: &[&[u8]]) -> Reply {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n").into_bytes();
     for h in headers {
@@ -49,11 +52,30 @@ pub async fn request_raw(addr: SocketAddr, method: &str, path: &str, headers: &[
     Reply { status, headers, body: body.to_owned() }
 }
 
-/// Sends one request with these headers.
+/// Sends one request with these headers on a new connection, through hyper's client.
+pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder().method(method).uri(path).header("Host", addr.to_string());
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let answer = sender.send_request(request.body(Empty::<Bytes>::new()).unwrap()).await.expect("answer");
+    let (parts, body) = answer.into_parts();
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply { status: parts.status.as_u16(), headers, body: String::from_utf8_lossy(&body).into_owned() }
+}
+
+/// `GET` with these headers.
 pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let lines: Vec<Vec<u8>> = headers.iter().map(|(k, v)| format!("{k}: {v}").into_bytes()).collect();
-    let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
-    request_raw(addr, "GET", path, &refs).await
+    request(addr, "GET", path, headers).await
 }
 
 /// `Authorization: Bearer <token>`.
@@ -63,5 +85,5 @@ pub async fn get_with_token(addr: SocketAddr, path: &str, token: &str) -> Reply 
 
 /// `POST` with `Authorization: Bearer <token>` and no body, as `/logout` takes it.
 pub async fn post_with_token(addr: SocketAddr, path: &str, token: &str) -> Reply {
-    request_raw(addr, "POST", path, &[format!("Authorization: Bearer {token}").as_bytes()]).await
+    request(addr, "POST", path, &[("Authorization", &format!("Bearer {token}"))]).await
 }
