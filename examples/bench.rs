@@ -18,6 +18,9 @@
 //!
 //! Then: memory per cached principal at 100k entries, single-flight under load, and the
 //! latency of a cache miss against the upstream round trip.
+//!
+//! `BENCH_PROFILE=memory` prints only the memory figures; `BENCH_PROFILE=uncached` (with a 0 ms
+//! round trip) and `BENCH_PROFILE=1` run one route for a profiler.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -283,6 +286,12 @@ async fn main() {
     });
     let addr = rx.recv().unwrap();
 
+    // BENCH_PROFILE=memory: only the memory figures.
+    if std::env::var("BENCH_PROFILE").as_deref() == Ok("memory") {
+        memory(&fake, &signer).await;
+        std::process::exit(0);
+    }
+
     // Warm up: connections, the cache entry, the allocator.
     let _ = load(addr, &fake, "warm-up", "/cached/me", &user_token, 4, 2_000).await;
     let _ = load(addr, &fake, "warm-up", "/open/me", &user_token, 4, 2_000).await;
@@ -355,6 +364,51 @@ async fn main() {
         (layer.cpu_ns - open.cpu_ns) / 1e3
     );
 
+    memory(&fake, &signer).await;
+
+    // Single-flight under load, and the latency of a miss.
+    fake.set_latency(rtt);
+    let flight = verifier(&fake, Duration::from_secs(600)).build_hydrated().await.unwrap();
+    let token = signer.sign(&user_claims("single-flight"));
+    let calls_before = fake.get_user_calls();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..1_000 {
+        let (v, t) = (flight.clone(), token.clone());
+        tasks.spawn(async move { v.verify(&t).await.unwrap() });
+    }
+    while tasks.join_next().await.is_some() {}
+    let all = started.elapsed();
+    println!(
+        "single-flight: 1000 concurrent requests, one fresh token: {} GetUser call, all answered in {:.1} ms (round trip {rtt_ms} ms, +{:.1} ms)",
+        fake.get_user_calls() - calls_before,
+        all.as_secs_f64() * 1e3,
+        (all.as_secs_f64() - rtt.as_secs_f64()) * 1e3
+    );
+    let fresh: Vec<String> = (0..200).map(|i| signer.sign(&user_claims(&format!("miss-{i}")))).collect();
+    let mut misses = Vec::new();
+    for t in &fresh {
+        let started = Instant::now();
+        flight.verify(t).await.unwrap();
+        misses.push(started.elapsed());
+    }
+    misses.sort();
+    let p50 = misses[misses.len() / 2];
+    let upstream = upstream_round_trip(&fake).await;
+    println!(
+        "cache miss: p50 {:.2} ms, p99 {:.2} ms; the upstream's own round trip p50 {:.2} ms (nominal {rtt_ms} ms): +{:.2} ms at p50",
+        p50.as_secs_f64() * 1e3,
+        misses[misses.len() * 99 / 100].as_secs_f64() * 1e3,
+        upstream.as_secs_f64() * 1e3,
+        (p50.as_secs_f64() - upstream.as_secs_f64()) * 1e3
+    );
+    std::process::exit(0);
+}
+
+/// Memory per cached principal: many users with a few attributes, then realistic users with one
+/// token each and with ten. Runs with no upstream latency.
+async fn memory(fake: &FakeCognito, signer: &TestSigner) {
+    fake.set_latency(Duration::ZERO);
     // Memory per cached principal.
     let memory = verifier(&fake, Duration::from_secs(600))
         .signature_check(false)
@@ -362,7 +416,6 @@ async fn main() {
         .max_get_user_in_flight(1_000)
         .build()
         .unwrap();
-    fake.set_latency(Duration::ZERO);
     let tokens: Vec<String> = (0..100_000)
         .map(|i| {
             let c = user_claims(&format!("{i:08}-0000-4000-8000-000000000000"));
@@ -449,50 +502,45 @@ async fn main() {
     let token_len = signer.sign(&user_claims("00000000-0000-4000-8000-000000000000")).len();
     println!(
         "realistic users ({attribute_bytes} bytes in 10 attributes): {one:.0} bytes per principal with one token per user; \
-         {ten:.0} per principal with 10 tokens per user ({:.2}x); a user with 10 tokens holds {:.0} bytes, {:.2}x a user with one; \
-         a signed token is {token_len} bytes",
+         {ten:.0} per principal with 10 tokens per user ({:.2}x); a user with 10 tokens holds {:.0} bytes, {:.2}x a user with one \
+         (each further token {:.0} bytes); a signed token is {token_len} bytes",
         ten / one,
         ten * 10.0,
-        ten * 10.0 / one
+        ten * 10.0 / one,
+        (ten * 10.0 - one) / 9.0
     );
+    let floor = moka_entry_bytes().await;
+    println!(
+        "a moka entry alone, with the verdict cache's policies and a value of its entry's size: {floor:.0} bytes \
+         (the least any further token can cost while each token has its own entry)"
+    );
+}
 
-    // Single-flight under load, and the latency of a miss.
-    fake.set_latency(rtt);
-    let flight = verifier(&fake, Duration::from_secs(600)).build_hydrated().await.unwrap();
-    let token = signer.sign(&user_claims("single-flight"));
-    let calls_before = fake.get_user_calls();
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..1_000 {
-        let (v, t) = (flight.clone(), token.clone());
-        tasks.spawn(async move { v.verify(&t).await.unwrap() });
+/// Bytes a moka entry holds with the policies the verdict cache sets (weigher, per-entry expiry,
+/// invalidation closures, eviction listener) and a 120-byte value, as the cache's entries are.
+async fn moka_entry_bytes() -> f64 {
+    struct Until;
+    impl moka::Expiry<u64, [u64; 15]> for Until {
+        fn expire_after_create(&self, _: &u64, _: &[u64; 15], _: Instant) -> Option<Duration> {
+            Some(Duration::from_secs(600))
+        }
     }
-    while tasks.join_next().await.is_some() {}
-    let all = started.elapsed();
-    println!(
-        "single-flight: 1000 concurrent requests, one fresh token: {} GetUser call, all answered in {:.1} ms (round trip {rtt_ms} ms, +{:.1} ms)",
-        fake.get_user_calls() - calls_before,
-        all.as_secs_f64() * 1e3,
-        (all.as_secs_f64() - rtt.as_secs_f64()) * 1e3
-    );
-    let fresh: Vec<String> = (0..200).map(|i| signer.sign(&user_claims(&format!("miss-{i}")))).collect();
-    let mut misses = Vec::new();
-    for t in &fresh {
-        let started = Instant::now();
-        flight.verify(t).await.unwrap();
-        misses.push(started.elapsed());
+    let n = 10_000u64;
+    let before = live_bytes();
+    let cache: moka::future::Cache<u64, [u64; 15]> = moka::future::Cache::builder()
+        .max_capacity(1 << 30)
+        .weigher(|_, _| 1000)
+        .expire_after(Until)
+        .support_invalidation_closures()
+        .eviction_listener(|_, _, _| {})
+        .build();
+    for i in 0..n {
+        cache.insert(i.wrapping_mul(0x9E37_79B9_7F4A_7C15), [i; 15]).await;
     }
-    misses.sort();
-    let p50 = misses[misses.len() / 2];
-    let upstream = upstream_round_trip(&fake).await;
-    println!(
-        "cache miss: p50 {:.2} ms, p99 {:.2} ms; the upstream's own round trip p50 {:.2} ms (nominal {rtt_ms} ms): +{:.2} ms at p50",
-        p50.as_secs_f64() * 1e3,
-        misses[misses.len() * 99 / 100].as_secs_f64() * 1e3,
-        upstream.as_secs_f64() * 1e3,
-        (p50.as_secs_f64() - upstream.as_secs_f64()) * 1e3
-    );
-    std::process::exit(0);
+    cache.run_pending_tasks().await;
+    let bytes = (live_bytes() - before) as f64 / n as f64;
+    drop(cache);
+    bytes
 }
 
 /// An unsigned token with these claims (for the memory run, whose verifier skips signatures).
