@@ -410,7 +410,7 @@ async fn main() {
 async fn memory(fake: &FakeCognito, signer: &TestSigner) {
     fake.set_latency(Duration::ZERO);
     // Memory per cached principal.
-    let memory = verifier(&fake, Duration::from_secs(600))
+    let memory = verifier(fake, Duration::from_secs(600))
         .signature_check(false)
         .cache_capacity(200_000)
         .max_get_user_in_flight(1_000)
