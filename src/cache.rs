@@ -208,10 +208,12 @@ pub(crate) struct VerdictCache {
     stale: Option<Cache<FastKey, Entry, KeyHasher>>,
     /// The profile of each user with a cached token, by `sub`.
     profiles: Mutex<HashMap<Box<str>, Weak<Profile>>>,
+    /// The issuers of cached tokens, one copy each (a verifier accepts a handful).
+    issuers: Mutex<Vec<Arc<str>>>,
     flights: Mutex<Vec<Registered>>,
     /// The fresh entries of each sign-in (`origin_jti`), kept in step with the cache by its
     /// eviction listener, so that a session is invalidated without a scan.
-    sessions: Arc<Mutex<HashMap<Box<str>, Vec<FastKey>>>>,
+    sessions: Arc<Sessions>,
     /// Per-`sub` "revoked after" watermarks: tokens of that user issued before are refused.
     watermarks: Watermarks,
     /// With a `GetUser` budget: the TTL in force.
@@ -254,16 +256,67 @@ impl Watermarks {
     }
 }
 
-/// A session's entry left the cache: forget it in the index.
-fn unindex(sessions: &Mutex<HashMap<Box<str>, Vec<FastKey>>>, key: &FastKey, entry: &Entry) {
-    let Some(origin) = entry.principal.user().and_then(|u| u.origin_jti()) else { return };
-    let mut sessions = sessions.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(keys) = sessions.get_mut(origin) {
-        if let Some(i) = keys.iter().position(|k| k == key) {
-            keys.swap_remove(i);
+/// Which cached tokens belong to each sign-in (`origin_jti`), for `invalidate_session`.
+///
+/// Keyed by a 64-bit hash of the `origin_jti` under a secret seed, not by the string: two
+/// sessions that shared a hash would only make an invalidation of one drop the other's verdicts
+/// too (re-verified by their next request), never keep one.
+#[derive(Default)]
+struct Sessions {
+    seed: foldhash::quality::RandomState,
+    map: Mutex<HashMap<u64, Keys, KeyHasher>>,
+}
+
+/// A session's cached tokens: most sessions have one at a time.
+enum Keys {
+    One(FastKey),
+    Many(Vec<FastKey>),
+}
+
+impl Sessions {
+    fn slot(&self, origin_jti: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.seed.hash_one(origin_jti)
+    }
+
+    fn add(&self, origin_jti: &str, key: FastKey) {
+        let slot = self.slot(origin_jti);
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(&slot) {
+            None => drop(map.insert(slot, Keys::One(key))),
+            Some(Keys::One(one)) => {
+                let one = *one;
+                map.insert(slot, Keys::Many(vec![one, key]));
+            }
+            Some(Keys::Many(keys)) => keys.push(key),
         }
-        if keys.is_empty() {
-            sessions.remove(origin);
+    }
+
+    /// A session's entry left the cache (or was replaced, whose new entry was added before):
+    /// forget it once.
+    fn remove(&self, origin_jti: &str, key: FastKey) {
+        let slot = self.slot(origin_jti);
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let empty = match map.get_mut(&slot) {
+            Some(Keys::One(one)) => *one == key,
+            Some(Keys::Many(keys)) => {
+                if let Some(i) = keys.iter().position(|k| *k == key) {
+                    keys.swap_remove(i);
+                }
+                keys.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            map.remove(&slot);
+        }
+    }
+
+    fn keys(&self, origin_jti: &str) -> Vec<FastKey> {
+        match self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&self.slot(origin_jti)) {
+            Some(Keys::One(one)) => vec![*one],
+            Some(Keys::Many(keys)) => keys.clone(),
+            None => Vec::new(),
         }
     }
 }
@@ -292,10 +345,14 @@ impl VerdictCache {
                 .build()
         });
         let stale = settings.stale_grace.map(|_| positive(settings.capacity).build_with_hasher(KeyHasher));
-        let sessions: Arc<Mutex<HashMap<Box<str>, Vec<FastKey>>>> = Arc::default();
+        let sessions = Arc::new(Sessions::default());
         let index = sessions.clone();
         let fresh = positive(settings.capacity)
-            .eviction_listener(move |key: Arc<FastKey>, entry: Entry, _| unindex(&index, &key, &entry))
+            .eviction_listener(move |key: Arc<FastKey>, entry: Entry, _| {
+                if let Some(origin) = entry.principal.user().and_then(|u| u.origin_jti()) {
+                    index.remove(origin, *key);
+                }
+            })
             .build_with_hasher(KeyHasher);
         let budget = settings.budget.map(|b| Budget::new(b, settings.ttl, effective_ttl.clone()));
         if budget.is_none() {
@@ -312,6 +369,7 @@ impl VerdictCache {
             settings,
             counters: Counters::default(),
             profiles: Mutex::default(),
+            issuers: Mutex::default(),
             flights: Mutex::default(),
         }
     }
@@ -433,8 +491,7 @@ impl VerdictCache {
         match verdict {
             Ok((principal, cap)) => {
                 if let Some(origin) = principal.user().and_then(|u| u.origin_jti()) {
-                    let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-                    sessions.entry(origin.into()).or_default().push(fast);
+                    self.sessions.add(origin, fast);
                 }
                 if let Some(budget) = &self.budget {
                     budget.observe(&key);
@@ -506,6 +563,20 @@ impl VerdictCache {
         profile
     }
 
+    /// One shared copy of an accepted issuer, for the principals of its tokens.
+    pub(crate) fn intern_issuer(&self, iss: &str) -> Arc<str> {
+        let mut issuers = self.issuers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = issuers.iter().find(|i| ***i == *iss) {
+            return known.clone();
+        }
+        let issuer: Arc<str> = iss.into();
+        // Emulator issuers match by pattern and may be many: past a few, each token keeps its own.
+        if issuers.len() < 16 {
+            issuers.push(issuer.clone());
+        }
+        issuer
+    }
+
     /// Drops the matching verdicts and marks the matching loads in flight.
     pub(crate) fn invalidate(&self, target: Target<'_>) {
         for registered in self.flights.lock().unwrap_or_else(|e| e.into_inner()).iter() {
@@ -536,8 +607,7 @@ impl VerdictCache {
             }
             Target::Session(id) => {
                 // Within a runtime the index says which entries; a sync caller gets a predicate.
-                let keys = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
-                let keys = keys.unwrap_or_default();
+                let keys = self.sessions.keys(id);
                 for cache in positive {
                     let keys = keys.clone();
                     let _ = cache.invalidate_entries_if(move |k, _| keys.contains(k));
@@ -560,8 +630,7 @@ impl VerdictCache {
                 registered.flight.revoked.store(true, Relaxed);
             }
         }
-        let keys = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(origin_jti).cloned();
-        for key in keys.unwrap_or_default() {
+        for key in self.sessions.keys(origin_jti) {
             self.fresh.invalidate(&key).await;
             if let Some(stale) = &self.stale {
                 stale.invalidate(&key).await;
@@ -694,5 +763,28 @@ mod tests {
         assert!(until_exp(i64::MAX) > Duration::from_secs(3600));
         assert_eq!(until_exp(i64::MIN), Duration::ZERO);
         assert_eq!(until_exp(0), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_session_index_keeps_a_replaced_entry_and_forgets_an_evicted_one() {
+        let sessions = Sessions::default();
+        sessions.add("laptop", 1);
+        // A reload of the same token: the new entry is indexed, then the replaced one leaves.
+        sessions.add("laptop", 1);
+        sessions.remove("laptop", 1);
+        assert_eq!(sessions.keys("laptop"), [1]);
+        sessions.add("laptop", 2);
+        sessions.add("phone", 3);
+        let mut laptop = sessions.keys("laptop");
+        laptop.sort_unstable();
+        assert_eq!(laptop, [1, 2]);
+        assert_eq!(sessions.keys("phone"), [3]);
+        sessions.remove("laptop", 1);
+        sessions.remove("laptop", 2);
+        sessions.remove("phone", 9);
+        assert!(sessions.keys("laptop").is_empty());
+        assert_eq!(sessions.keys("phone"), [3]);
+        sessions.remove("phone", 3);
+        assert!(sessions.map.lock().unwrap().is_empty());
     }
 }

@@ -216,8 +216,11 @@ struct Inner {
     profile: Arc<Profile>,
     /// The user pool the token came from.
     pool: Arc<str>,
-    /// The claims not kept below or in the profile, as a JSON object (`iss`, `token_use`,
-    /// `event_id`, `version`, and those a pre-token-generation trigger added).
+    /// The token's issuer (`iss`), shared by the principals of its tokens.
+    issuer: Arc<str>,
+    /// The claims not kept below, in the profile or implied (`token_use` is `access`), as a JSON
+    /// object (`event_id`, `version`, and those a pre-token-generation trigger added); empty
+    /// when there are none.
     extra: Box<str>,
     /// The token's claims: client id, jti, origin_jti, scopes, groups.
     text: Box<str>,
@@ -233,7 +236,7 @@ struct Inner {
 impl CognitoUser {
     /// The principal of one token: the user's profile (from `GetUser` or a shared cache) and
     /// the token's own verified claims. Groups and scopes always come from the claims.
-    pub(crate) fn new(profile: Arc<Profile>, claims: &Claims, pool: Arc<str>) -> Self {
+    pub(crate) fn new(profile: Arc<Profile>, claims: &Claims, pool: Arc<str>, issuer: Arc<str>) -> Self {
         let mut b = TextBuilder::default();
         b.push(claims.client_id.as_deref().unwrap_or_default());
         b.push(claims.jti.as_deref().unwrap_or_default());
@@ -244,6 +247,7 @@ impl CognitoUser {
         CognitoUser(Arc::new(Inner {
             profile,
             pool,
+            issuer,
             extra: extra_claims(&claims.json),
             text,
             spans,
@@ -259,8 +263,11 @@ impl CognitoUser {
     /// Heap bytes this principal holds: its own part, and its share of a profile that other
     /// tokens of the same user may hold too.
     pub(crate) fn heap_bytes(&self) -> usize {
-        let own =
-            std::mem::size_of::<Inner>() + 16 + self.0.text.len() + std::mem::size_of_val(&*self.0.spans);
+        let own = std::mem::size_of::<Inner>()
+            + 16
+            + self.0.extra.len()
+            + self.0.text.len()
+            + std::mem::size_of_val(&*self.0.spans);
         own + self.0.profile.heap_bytes() / Arc::strong_count(&self.0.profile).max(1)
     }
 
@@ -415,6 +422,8 @@ impl CognitoUser {
         let mut put = |name: &str, value: Value| {
             claims.insert(name.to_owned(), value);
         };
+        put("iss", (*self.0.issuer).into());
+        put("token_use", "access".into());
         put("sub", self.sub().into());
         put("username", self.username().into());
         put("client_id", self.client_id().into());
@@ -502,6 +511,8 @@ impl serde::Serialize for ClaimsOf<'_> {
         for (name, value) in &extra {
             map.serialize_entry(name, value)?;
         }
+        map.serialize_entry("iss", &*user.0.issuer)?;
+        map.serialize_entry("token_use", "access")?;
         map.serialize_entry("sub", user.sub())?;
         map.serialize_entry("username", user.username())?;
         map.serialize_entry("client_id", user.client_id())?;
@@ -527,7 +538,9 @@ impl serde::Serialize for ClaimsOf<'_> {
 }
 
 /// The claims a principal keeps elsewhere (its spans, its profile, its fields).
-const KEPT_CLAIMS: [&str; 10] = [
+const KEPT_CLAIMS: [&str; 12] = [
+    "iss",
+    "token_use",
     "sub",
     "username",
     "client_id",
@@ -547,6 +560,9 @@ fn extra_claims(json: &str) -> Box<str> {
     KEPT_CLAIMS.iter().for_each(|k| {
         claims.remove(*k);
     });
+    if claims.is_empty() {
+        return Box::default();
+    }
     serde_json::to_string(&claims).unwrap_or_default().into_boxed_str()
 }
 

@@ -743,7 +743,8 @@ impl Verifier {
             let answer = answer?;
             let attributes = answer.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let profile = inner.cache.intern(Profile::new(&answer.username, &claims.sub, attributes));
-            Ok(Principal::User(CognitoUser::new(profile, claims, pool.id.clone())))
+            let issuer = inner.cache.intern_issuer(&claims.iss);
+            Ok(Principal::User(CognitoUser::new(profile, claims, pool.id.clone(), issuer)))
         }
         .await;
         #[cfg(feature = "redis")]
@@ -781,7 +782,8 @@ impl Verifier {
         match (shared, generations) {
             (Some(Shared::User(profile, until_ms)), _) => {
                 Counters::bump(&inner.cache.counters.shared_hits);
-                let user = CognitoUser::new(inner.cache.intern(profile), claims, pool.clone());
+                let issuer = inner.cache.intern_issuer(&claims.iss);
+                let user = CognitoUser::new(inner.cache.intern(profile), claims, pool.clone(), issuer);
                 let left = std::time::Duration::from_millis(until_ms.saturating_sub(unix_ms()));
                 Ok(Ok((Principal::User(user), Some(left))))
             }
