@@ -7,7 +7,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 
-use actix_cognito::testing::{FakeCognito, TestSigner};
+use actix_cognito::testing::{Behaviour, FakeCognito, TestSigner};
 use actix_cognito::Verifier;
 use common::{access_claims, FAKE_CLIENT, FAKE_POOL};
 
@@ -69,4 +69,37 @@ async fn a_thousand_tokens_of_one_user_with_50_kb_of_attributes_stay_within_the_
         verifier.verify(token).await.unwrap();
     }
     assert_eq!(fake.get_user_calls(), calls);
+
+    // Many users with small profiles: what the cache weighs is what the heap holds, so that
+    // `cache_max_bytes` bounds the memory it says.
+    let attributes = vec![("email".to_owned(), "someone@example.com".to_owned())];
+    let people = FakeCognito::start(Behaviour::Claims { attributes }).await.unwrap();
+    let verifier = Verifier::builder(FAKE_POOL)
+        .client_id(FAKE_CLIENT)
+        .endpoint_url(people.endpoint())
+        .signature_check(false)
+        .cache_max_bytes(64 * 1024 * 1024)
+        .build()
+        .unwrap();
+    let tokens: Vec<String> = (0..2000)
+        .map(|i| {
+            let mut claims = access_claims(FAKE_POOL, FAKE_CLIENT, &format!("user-{i:05}"), 3600);
+            claims["origin_jti"] = format!("session-{i:05}").into();
+            TestSigner::default().sign(&claims)
+        })
+        .collect();
+    verifier.verify(&tokens[0]).await.unwrap();
+    verifier.run_pending_tasks().await;
+    let (before, weighed_before) = (HEAP.load(Relaxed), verifier.stats().entry_bytes);
+    for token in &tokens[1..] {
+        verifier.verify(token).await.unwrap();
+    }
+    verifier.run_pending_tasks().await;
+    let grown = (HEAP.load(Relaxed) - before) as f64;
+    let weighed = (verifier.stats().entry_bytes - weighed_before) as f64;
+    let ratio = weighed / grown;
+    assert!(
+        (0.85..=1.15).contains(&ratio),
+        "weighed {weighed} bytes for 1999 principals, the heap grew by {grown} ({ratio:.2}x)"
+    );
 }
