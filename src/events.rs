@@ -169,24 +169,24 @@ impl Events {
         }
     }
 
-    /// The user whose tokens a message asks to verify again, unless already handled.
-    pub(crate) fn handle(&self, body: &str, pools: &[&str]) -> Option<String> {
+    /// The user whose tokens a message asks to verify again, and the event's id, unless this
+    /// instance handled that event already. The caller counts it ([`Events::count`]).
+    pub(crate) fn handle(&self, body: &str, pools: &[&str]) -> Option<(String, Option<String>)> {
         match decide(body, pools) {
             Decision::Reverify { sub, event_id } => {
-                if let Some(id) = event_id {
+                if let Some(id) = &event_id {
                     let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
                     let (set, order) = &mut *seen;
                     if !set.insert(id.clone()) {
                         self.outcomes.duplicate.increment(1);
                         return None;
                     }
-                    order.push_back(id);
+                    order.push_back(id.clone());
                     if order.len() > REMEMBERED {
                         order.pop_front().map(|old| set.remove(&old));
                     }
                 }
-                self.outcomes.applied.increment(1);
-                Some(sub)
+                Some((sub, event_id))
             }
             Decision::Ignore(why) => {
                 self.outcomes.ignored.increment(1);
@@ -202,6 +202,12 @@ impl Events {
                 None
             }
         }
+    }
+
+    /// Counts an event this instance let through: applied, or found handled by another instance.
+    pub(crate) fn count(&self, applied: bool) {
+        let outcome = if applied { &self.outcomes.applied } else { &self.outcomes.duplicate };
+        outcome.increment(1);
     }
 
     /// The pause after `failures` failed receives in a row: 1 s, doubling, at most 30 s.

@@ -121,6 +121,9 @@ impl StoredUser {
 /// Format version of [`Stored`]; values of any other version are misses.
 const VERSION: u8 = 3;
 
+/// How long a handled event is remembered: EventBridge retries a delivery for up to 24 hours.
+const EVENT_MARK_MS: u64 = 24 * 3600 * 1000;
+
 /// An invalidation, as broadcast.
 pub(crate) enum Message {
     Token(TokenKey),
@@ -314,6 +317,11 @@ impl Fleet {
     /// A session's `sub`, for `invalidate_session(origin_jti)`.
     fn session_alias(&self, origin_jti: &str) -> String {
         format!("{}s:{{{origin_jti}}}", self.settings.prefix)
+    }
+
+    /// A CloudTrail event about `sub` that an instance has handled.
+    fn event_key(&self, sub: &str, event_id: &str) -> String {
+        format!("{}e:{{{sub}}}:{event_id}", self.settings.prefix)
     }
 
     fn fleet_generation(&self) -> String {
@@ -680,6 +688,31 @@ impl Fleet {
         })
         .await;
         self.broadcast(format!("w:{at}:{tag}:{sub}")).await;
+    }
+
+    /// Whether an instance has handled this event about `sub` (CloudTrail's `eventID`). `false`
+    /// when Redis cannot say or the mark lacks the fleet's MAC: the event is handled again,
+    /// which costs calls, never a revocation.
+    pub(crate) async fn event_handled(&self, sub: &str, event_id: &str) -> bool {
+        let name = self.event_key(sub, event_id);
+        let raw: Option<Option<Vec<u8>>> = self
+            .run("event", |mut c| {
+                let get = redis::cmd("GET").arg(&name).clone();
+                async move { get.query_async(&mut c).await }
+            })
+            .await;
+        raw.flatten().is_some_and(|raw| self.open(&name, &raw).is_some())
+    }
+
+    /// Marks an event handled for a day, as long as EventBridge may deliver it again.
+    pub(crate) async fn event_done(&self, sub: &str, event_id: &str) {
+        let name = self.event_key(sub, event_id);
+        let value = self.seal(&name, b"1".to_vec());
+        self.run("event", |mut c| {
+            let set = redis::cmd("SET").arg(&name).arg(&value).arg("PX").arg(EVENT_MARK_MS).clone();
+            async move { set.query_async::<()>(&mut c).await }
+        })
+        .await;
     }
 
     /// Adds the tokens this instance first saw since the last call to the fleet's count of the

@@ -278,9 +278,8 @@ impl Verifier {
                         let pools: Vec<&str> = verifier.user_pool_ids().collect();
                         let mut handled = Vec::with_capacity(messages.len());
                         for (receipt, body) in messages {
-                            if let Some(sub) = events.handle(&body, &pools) {
-                                tracing::info!(sub = %sub, "a Cognito event: that user's tokens are verified again");
-                                verifier.invalidate_user(&sub).await;
+                            if let Some((sub, event_id)) = events.handle(&body, &pools) {
+                                verifier.apply_event(&events, &sub, event_id.as_deref()).await;
                             }
                             handled.push(receipt);
                         }
@@ -295,6 +294,32 @@ impl Verifier {
                 }
             }
         });
+    }
+
+    /// Makes `sub`'s tokens verified again, fleet-wide, unless another instance of the fleet has
+    /// handled this event (an event delivered twice, or to several queues). The mark is written
+    /// after the invalidation: an instance that dies in between leaves the event to be handled
+    /// again, never lost.
+    #[cfg(feature = "events")]
+    async fn apply_event(&self, events: &crate::events::Events, sub: &str, event_id: Option<&str>) {
+        #[cfg(feature = "redis")]
+        let mark = self.0.fleet.as_ref().zip(event_id).filter(|(_, id)| id.len() <= 128);
+        #[cfg(not(feature = "redis"))]
+        let _ = event_id;
+        #[cfg(feature = "redis")]
+        if let Some((fleet, id)) = mark {
+            if fleet.event_handled(sub, id).await {
+                events.count(false);
+                return;
+            }
+        }
+        events.count(true);
+        tracing::info!(sub = %sub, "a Cognito event: that user's tokens are verified again");
+        self.invalidate_user(sub).await;
+        #[cfg(feature = "redis")]
+        if let Some((fleet, id)) = mark {
+            fleet.event_done(sub, id).await;
+        }
     }
 
     #[cfg(feature = "redis")]

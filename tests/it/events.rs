@@ -34,6 +34,9 @@ struct Feed {
 
 impl Feed {
     async fn new(name: &str, pool_id: &str) -> Feed {
+        // Named after the pool too: moto's server outlives a test run, and a long poll that a
+        // finished run left behind would take the messages of a queue of the same name.
+        let name = &unique(name, pool_id);
         let config = shared_config();
         let sqs = aws_sdk_sqs::Client::new(&config);
         let events = aws_sdk_eventbridge::Client::new(&config);
@@ -84,8 +87,34 @@ impl Feed {
         assert_eq!(out.failed_entry_count, 0);
     }
 
-    /// Messages in the queue, visible or being handled.
-    async fn pending(&self) -> u64 {
+    /// Sends a message as EventBridge delivers `call` on `sub` to another queue, as a second
+    /// delivery of the same event would arrive there.
+    #[cfg(feature = "redis")]
+    async fn deliver_to(&self, queue_url: &str, call: &str, sub: &str, event_id: &str) {
+        let body = json!({
+            "version": "0",
+            "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+            "detail-type": "AWS API Call via CloudTrail",
+            "source": "aws.cognito-idp",
+            "account": "123456789012",
+            "region": "us-east-1",
+            "resources": [],
+            "detail": {
+                "eventVersion": "1.08",
+                "eventSource": "cognito-idp.amazonaws.com",
+                "eventName": call,
+                "awsRegion": "us-east-1",
+                "requestParameters": {"userPoolId": self.pool_id, "username": "HIDDEN_DUE_TO_SECURITY_REASONS"},
+                "additionalEventData": {"sub": sub},
+                "eventID": event_id,
+                "eventType": "AwsApiCall",
+            },
+        });
+        self.sqs.send_message().queue_url(queue_url).message_body(body.to_string()).send().await.unwrap();
+    }
+
+    /// Messages in a queue, visible or being handled.
+    async fn pending_at(&self, queue_url: &str) -> u64 {
         let names = [
             QueueAttributeName::ApproximateNumberOfMessages,
             QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
@@ -93,7 +122,7 @@ impl Feed {
         let out = self
             .sqs
             .get_queue_attributes()
-            .queue_url(&self.queue_url)
+            .queue_url(queue_url)
             .set_attribute_names(Some(names.to_vec()))
             .send()
             .await
@@ -103,12 +132,25 @@ impl Feed {
     }
 
     async fn drained(&self, within: Duration) {
+        self.drained_at(&self.queue_url.clone(), within).await;
+    }
+
+    async fn drained_at(&self, queue_url: &str, within: Duration) {
         let started = Instant::now();
-        while self.pending().await > 0 {
-            assert!(started.elapsed() < within, "{} messages still in the queue", self.pending().await);
+        while self.pending_at(queue_url).await > 0 {
+            assert!(
+                started.elapsed() < within,
+                "{} messages still in the queue",
+                self.pending_at(queue_url).await
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// `name`, made unique by the pool id's own part.
+fn unique(name: &str, pool_id: &str) -> String {
+    format!("{name}-{}", pool_id.rsplit_once('_').map_or(pool_id, |(_, id)| id))
 }
 
 fn sub_of(token: &str) -> String {
@@ -183,6 +225,53 @@ async fn a_spoofed_event_costs_one_call_and_refuses_nobody_and_duplicates_cost_n
     feed.drained(Duration::from_secs(2)).await;
     verifier.verify(&s.tokens.access).await.unwrap();
     assert_eq!(s.proxy.get_user_calls(), 2);
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn in_fleet_mode_an_event_another_instance_handled_costs_nothing_when_delivered_again() {
+    let s = common::seeded("events-fleet").await;
+    let redis = crate::fleet::Redis::start().await;
+    let feed = Feed::new("events-fleet", &s.pool.pool_id).await;
+    // Another instance's queue, which a second delivery of the event reaches later.
+    let name = unique("events-fleet-late", &s.pool.pool_id);
+    let late = feed.sqs.create_queue().queue_name(name).send().await.unwrap().queue_url.unwrap();
+    let instance = |queue: String| {
+        s.verifier()
+            .sdk_config(&shared_config())
+            .endpoint_url(s.proxy.endpoint())
+            .cache_ttl(Duration::from_secs(300))
+            .redis(redis.url())
+            .events_queue(queue)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (instance(feed.queue_url.clone()), instance(late.clone()));
+    a.hydrate().await.unwrap();
+    b.hydrate().await.unwrap();
+    a.verify(&s.tokens.access).await.unwrap();
+    b.verify(&s.tokens.access).await.unwrap();
+    assert_eq!(s.proxy.get_user_calls(), 1, "the second instance reads the first one's verdict");
+
+    let sub = sub_of(&s.tokens.access);
+    feed.publish("AdminUserGlobalSignOut", &sub, "ct-fleet-1").await;
+    feed.drained(Duration::from_secs(2)).await;
+    a.verify(&s.tokens.access).await.unwrap();
+    b.verify(&s.tokens.access).await.unwrap();
+    assert_eq!(s.proxy.get_user_calls(), 2, "verified again once, for the fleet");
+
+    // The same event reaches the other instance: the fleet has handled it.
+    feed.deliver_to(&late, "AdminUserGlobalSignOut", &sub, "ct-fleet-1").await;
+    feed.drained_at(&late, Duration::from_secs(2)).await;
+    a.verify(&s.tokens.access).await.unwrap();
+    b.verify(&s.tokens.access).await.unwrap();
+    assert_eq!(s.proxy.get_user_calls(), 2);
+
+    // A new event still works through that instance.
+    feed.deliver_to(&late, "AdminUserGlobalSignOut", &sub, "ct-fleet-2").await;
+    feed.drained_at(&late, Duration::from_secs(2)).await;
+    a.verify(&s.tokens.access).await.unwrap();
+    assert_eq!(s.proxy.get_user_calls(), 3);
 }
 
 #[tokio::test]

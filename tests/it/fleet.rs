@@ -12,13 +12,13 @@ use actix_cognito::{Rejection, Verifier, VerifyError};
 use common::{example, fake_token, seeded, FAKE_CLIENT, FAKE_POOL};
 
 /// A redis-server of the test's own on a free loopback port, stopped when dropped.
-struct Redis {
+pub(crate) struct Redis {
     port: u16,
     child: Option<Child>,
 }
 
 impl Redis {
-    async fn start() -> Redis {
+    pub(crate) async fn start() -> Redis {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut redis = Redis { port, child: None };
         redis.restart().await;
@@ -50,7 +50,7 @@ impl Redis {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
