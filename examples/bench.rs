@@ -286,9 +286,13 @@ async fn main() {
     });
     let addr = rx.recv().unwrap();
 
-    // BENCH_PROFILE=memory: only the memory figures.
+    // BENCH_PROFILE=memory: only the memory figures; =invalidations: only the burst's.
     if std::env::var("BENCH_PROFILE").as_deref() == Ok("memory") {
         memory(&fake, &signer).await;
+        std::process::exit(0);
+    }
+    if std::env::var("BENCH_PROFILE").as_deref() == Ok("invalidations") {
+        invalidation_burst(&fake).await;
         std::process::exit(0);
     }
 
@@ -365,6 +369,7 @@ async fn main() {
     );
 
     memory(&fake, &signer).await;
+    invalidation_burst(&fake).await;
 
     // Single-flight under load, and the latency of a miss.
     fake.set_latency(rtt);
@@ -517,7 +522,7 @@ async fn memory(fake: &FakeCognito, signer: &TestSigner) {
 }
 
 /// Bytes a moka entry holds with the policies the verdict cache sets (weigher, per-entry expiry,
-/// invalidation closures, eviction listener) and a 120-byte value, as the cache's entries are.
+/// eviction listener) and a 120-byte value, as the cache's entries are.
 async fn moka_entry_bytes() -> f64 {
     struct Until;
     impl moka::Expiry<u64, [u64; 15]> for Until {
@@ -531,7 +536,6 @@ async fn moka_entry_bytes() -> f64 {
         .max_capacity(1 << 30)
         .weigher(|_, _| 1000)
         .expire_after(Until)
-        .support_invalidation_closures()
         .eviction_listener(|_, _, _| {})
         .build();
     for i in 0..n {
@@ -541,6 +545,51 @@ async fn moka_entry_bytes() -> f64 {
     let bytes = (live_bytes() - before) as f64 / n as f64;
     drop(cache);
     bytes
+}
+
+/// Cache hits right after a burst of `invalidate_user` calls for other users (sign-outs, events):
+/// what a hit costs while the cache still has them to apply, against a hit before.
+async fn invalidation_burst(fake: &FakeCognito) {
+    fake.set_latency(Duration::ZERO);
+    let v = verifier(fake, Duration::from_secs(600))
+        .signature_check(false)
+        .cache_capacity(200_000)
+        .max_get_user_in_flight(1_000)
+        .build()
+        .unwrap();
+    let tokens: Vec<String> = (0..100_000)
+        .map(|i| actix_cognito_unsigned(&user_claims(&format!("{i:08}-3333-4000-8000-000000000000"))))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in tokens.chunks(100_000 / 32) {
+        let (v, chunk) = (v.clone(), chunk.to_vec());
+        tasks.spawn(async move {
+            for t in chunk {
+                v.verify(&t).await.unwrap();
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    v.run_pending_tasks().await;
+    // 20 000 hits on tokens the burst does not touch.
+    let hits = |v: Verifier, tokens: Vec<String>| async move {
+        let started = Instant::now();
+        for t in &tokens {
+            v.verify(t).await.unwrap();
+        }
+        started.elapsed().as_nanos() as f64 / tokens.len() as f64
+    };
+    let untouched = tokens[50_000..70_000].to_vec();
+    let before = hits(v.clone(), untouched.clone()).await;
+    for i in 0..1_000 {
+        v.invalidate_user(&format!("{i:08}-3333-4000-8000-000000000000")).await;
+    }
+    let after = hits(v.clone(), untouched).await;
+    println!(
+        "cache hits right after 1000 invalidate_user calls (100 000 entries): {after:.0} ns each, \
+         {:.2}x a hit before them ({before:.0} ns)",
+        after / before
+    );
 }
 
 /// An unsigned token with these claims (for the memory run, whose verifier skips signatures).

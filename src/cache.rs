@@ -71,7 +71,7 @@ struct Registered {
 impl Registered {
     fn matches(&self, target: &Target<'_>) -> bool {
         match target {
-            Target::Token(key) => self.key == **key,
+            Target::Token(key, _) => self.key == **key,
             Target::User(id) => &*self.sub == *id || self.username.as_deref() == Some(*id),
             Target::Session(id) => self.origin_jti.as_deref() == Some(*id),
             Target::All => true,
@@ -103,7 +103,8 @@ impl Drop for FlightGuard<'_> {
 
 /// What an invalidation is aimed at.
 pub(crate) enum Target<'a> {
-    Token(&'a TokenKey),
+    /// A token, and its user's `sub` when it parses.
+    Token(&'a TokenKey, Option<&'a str>),
     User(&'a str),
     /// Every token of one sign-in (`origin_jti`).
     Session(&'a str),
@@ -161,10 +162,11 @@ impl Expiry<FastKey, Entry> for UntilExpiry {
 
 /// Heap bytes an entry holds beyond its principal, as an allocator counts them (`tests/memory.rs`
 /// checks the weighed sum against the heap's growth): moka's node, key, expiry and policy data
-/// (about 290 bytes; `BENCH_PROFILE=memory` prints a bare entry's), the entry itself (120: its
-/// SHA-256, tail and instants), its invalidation flag, its slot in the session index, its user's
-/// in the profile index, and the maps' spare capacity.
-const ENTRY_OVERHEAD: usize = 640;
+/// (about 270 bytes; `BENCH_PROFILE=memory` prints a bare entry's), the entry itself (120: its
+/// SHA-256, tail and instants), its invalidation flag, its slots in the user index (by `sub` and
+/// by username) and the session index, its user's in the profile index, and the maps' spare
+/// capacity.
+const ENTRY_OVERHEAD: usize = 760;
 
 /// The positive caches' hasher: their keys are already hashes under a secret seed, so they are
 /// used as they are (an attacker who cannot predict them cannot flood one bucket).
@@ -214,9 +216,8 @@ pub(crate) struct VerdictCache {
     /// The issuers of cached tokens, one copy each (a verifier accepts a handful).
     issuers: Mutex<Vec<Arc<str>>>,
     flights: Mutex<Vec<Registered>>,
-    /// The fresh entries of each sign-in (`origin_jti`), kept in step with the cache by its
-    /// eviction listener, so that a session is invalidated without a scan.
-    sessions: Arc<Sessions>,
+    /// The entries of each user and each sign-in, so that they are invalidated without a scan.
+    indexes: Arc<Indexes>,
     /// Per-`sub` "revoked after" watermarks: tokens of that user issued before are refused.
     watermarks: Watermarks,
     /// With a `GetUser` budget: the TTL in force.
@@ -259,31 +260,69 @@ impl Watermarks {
     }
 }
 
-/// Which cached tokens belong to each sign-in (`origin_jti`), for `invalidate_session`.
+/// The cached entries of each user and of each sign-in, so that invalidating one is a lookup
+/// and a few removals: no predicate over the whole cache, which every hit would pay for until
+/// moka's housekeeping had run it past every entry.
 ///
-/// Keyed by a 64-bit hash of the `origin_jti` under a secret seed, not by the string: two
-/// sessions that shared a hash would only make an invalidation of one drop the other's verdicts
-/// too (re-verified by their next request), never keep one.
+/// Kept in step with the positive caches: an entry is filed before each insert and taken out
+/// once by the eviction listener when it leaves (expired, evicted, replaced or invalidated).
 #[derive(Default)]
-struct Sessions {
+pub(crate) struct Indexes {
+    /// By `sub`, and by username where it differs.
+    users: Index,
+    /// By `origin_jti`.
+    sessions: Index,
+}
+
+impl Indexes {
+    fn add(&self, principal: &Principal, key: FastKey) {
+        let Some(user) = principal.user() else { return };
+        self.users.add(user.sub(), key);
+        if user.username() != user.sub() {
+            self.users.add(user.username(), key);
+        }
+        if let Some(origin) = user.origin_jti() {
+            self.sessions.add(origin, key);
+        }
+    }
+
+    fn remove(&self, principal: &Principal, key: FastKey) {
+        let Some(user) = principal.user() else { return };
+        self.users.remove(user.sub(), key);
+        if user.username() != user.sub() {
+            self.users.remove(user.username(), key);
+        }
+        if let Some(origin) = user.origin_jti() {
+            self.sessions.remove(origin, key);
+        }
+    }
+}
+
+/// Fast keys filed under an id (a `sub`, a username, an `origin_jti`).
+///
+/// Keyed by a 64-bit hash of the id under a secret seed, not by the string: two ids that shared
+/// a hash would only make an invalidation of one drop the other's verdicts too (re-verified by
+/// their next request), never keep one.
+#[derive(Default)]
+struct Index {
     seed: foldhash::quality::RandomState,
     map: Mutex<HashMap<u64, Keys, KeyHasher>>,
 }
 
-/// A session's cached tokens: most sessions have one at a time.
+/// An id's cached tokens: most have one at a time.
 enum Keys {
     One(FastKey),
     Many(Vec<FastKey>),
 }
 
-impl Sessions {
-    fn slot(&self, origin_jti: &str) -> u64 {
+impl Index {
+    fn slot(&self, id: &str) -> u64 {
         use std::hash::BuildHasher;
-        self.seed.hash_one(origin_jti)
+        self.seed.hash_one(id)
     }
 
-    fn add(&self, origin_jti: &str, key: FastKey) {
-        let slot = self.slot(origin_jti);
+    fn add(&self, id: &str, key: FastKey) {
+        let slot = self.slot(id);
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         match map.get_mut(&slot) {
             None => drop(map.insert(slot, Keys::One(key))),
@@ -295,10 +334,10 @@ impl Sessions {
         }
     }
 
-    /// A session's entry left the cache (or was replaced, whose new entry was added before):
-    /// forget it once.
-    fn remove(&self, origin_jti: &str, key: FastKey) {
-        let slot = self.slot(origin_jti);
+    /// An entry left a cache (or was replaced, whose new entry was filed before): forget it
+    /// once.
+    fn remove(&self, id: &str, key: FastKey) {
+        let slot = self.slot(id);
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let empty = match map.get_mut(&slot) {
             Some(Keys::One(one)) => *one == key,
@@ -315,12 +354,16 @@ impl Sessions {
         }
     }
 
-    fn keys(&self, origin_jti: &str) -> Vec<FastKey> {
-        match self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&self.slot(origin_jti)) {
+    fn keys(&self, id: &str) -> Vec<FastKey> {
+        let mut keys = match self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&self.slot(id)) {
             Some(Keys::One(one)) => vec![*one],
             Some(Keys::Many(keys)) => keys.clone(),
             None => Vec::new(),
-        }
+        };
+        // Filed once per cache that holds it.
+        keys.sort_unstable();
+        keys.dedup();
+        keys
     }
 }
 
@@ -329,8 +372,10 @@ impl VerdictCache {
     pub(crate) fn new(settings: CacheSettings, effective_ttl: metrics::Gauge) -> Self {
         // Each entry weighs its bytes, and at least an even share of the budget, so that both
         // the byte budget and the entry capacity hold.
+        let indexes = Arc::new(Indexes::default());
         let positive = |capacity: u64| {
             let floor = (settings.max_bytes / capacity.max(1)).min(u32::MAX as u64) as usize;
+            let indexes = indexes.clone();
             Cache::builder()
                 .max_capacity(settings.max_bytes)
                 .weigher(move |_: &FastKey, e: &Entry| {
@@ -338,25 +383,19 @@ impl VerdictCache {
                     bytes.max(floor).min(u32::MAX as usize) as u32
                 })
                 .expire_after(UntilExpiry)
-                .support_invalidation_closures()
+                .eviction_listener(move |key: Arc<FastKey>, entry: Entry, _| {
+                    indexes.remove(&entry.principal, *key)
+                })
+                .build_with_hasher(KeyHasher)
         };
         let negative = (!settings.negative_ttl.is_zero()).then(|| {
             Cache::builder()
                 .max_capacity(settings.negative_capacity)
                 .time_to_live(settings.negative_ttl)
-                .support_invalidation_closures()
                 .build()
         });
-        let stale = settings.stale_grace.map(|_| positive(settings.capacity).build_with_hasher(KeyHasher));
-        let sessions = Arc::new(Sessions::default());
-        let index = sessions.clone();
-        let fresh = positive(settings.capacity)
-            .eviction_listener(move |key: Arc<FastKey>, entry: Entry, _| {
-                if let Some(origin) = entry.principal.user().and_then(|u| u.origin_jti()) {
-                    index.remove(origin, *key);
-                }
-            })
-            .build_with_hasher(KeyHasher);
+        let stale = settings.stale_grace.map(|_| positive(settings.capacity));
+        let fresh = positive(settings.capacity);
         let budget = settings.budget.map(|b| Budget::new(b, settings.ttl, effective_ttl.clone()));
         if budget.is_none() {
             effective_ttl.set(settings.ttl.as_secs_f64());
@@ -365,7 +404,7 @@ impl VerdictCache {
             seed: foldhash::quality::RandomState::default(),
             budget,
             watermarks: Watermarks::default(),
-            sessions,
+            indexes,
             fresh,
             negative,
             stale,
@@ -493,9 +532,8 @@ impl VerdictCache {
         let now = Instant::now();
         match verdict {
             Ok((principal, cap)) => {
-                if let Some(origin) = principal.user().and_then(|u| u.origin_jti()) {
-                    self.sessions.add(origin, fast);
-                }
+                // Filed for the fresh entry the caller inserts (and below for the stale copy).
+                self.indexes.add(&principal, fast);
                 if let Some(budget) = &self.budget {
                     budget.observe(&key);
                 }
@@ -512,6 +550,7 @@ impl VerdictCache {
                         key,
                         tail,
                     };
+                    self.indexes.add(&entry.principal, fast);
                     stale.insert(fast, entry).await;
                 }
                 let life = life.min(ttl).min(cap.unwrap_or(Duration::MAX));
@@ -532,6 +571,7 @@ impl VerdictCache {
                 Counters::bump(&self.counters.stale_served);
                 tracing::warn!(kind = u.kind().as_str(), "Cognito unavailable; serving a stale verdict");
                 let life = stale.until.saturating_duration_since(now).min(u.retry_after());
+                self.indexes.add(&stale.principal, fast);
                 Ok(Entry { until: later(now, life), principal: stale.principal, flight, key, tail })
             }
         }
@@ -580,63 +620,44 @@ impl VerdictCache {
         issuer
     }
 
-    /// Drops the matching verdicts and marks the matching loads in flight.
-    pub(crate) fn invalidate(&self, target: Target<'_>) {
+    /// Drops the matching verdicts, found through the indexes, and marks the matching loads in
+    /// flight.
+    pub(crate) async fn invalidate(&self, target: Target<'_>) {
         for registered in self.flights.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             if registered.matches(&target) {
                 registered.flight.revoked.store(true, Relaxed);
             }
         }
-        let positive = std::iter::once(&self.fresh).chain(&self.stale);
-        match target {
-            Target::Token(key) => {
-                let key = *key;
-                for cache in positive {
-                    // Cannot fail: every positive cache is built with invalidation closures.
-                    let _ = cache.invalidate_entries_if(move |_, e| e.key == key);
-                }
+        let positive = || std::iter::once(&self.fresh).chain(&self.stale);
+        let keys = match target {
+            Target::Token(key, sub) => {
                 if let Some(negative) = &self.negative {
-                    let _ = negative.invalidate_entries_if(move |k, _| *k == key);
+                    negative.invalidate(key).await;
                 }
-            }
-            Target::User(id) => {
-                let id = id.to_owned();
-                let matches = move |_: &FastKey, e: &Entry| {
-                    e.principal.user().is_some_and(|u| u.sub() == id || u.username() == id)
-                };
-                for cache in positive {
-                    let _ = cache.invalidate_entries_if(matches.clone());
+                // A token that does not parse names no user, and was never verified.
+                let Some(sub) = sub else { return };
+                for fast in self.indexes.users.keys(sub) {
+                    for cache in positive() {
+                        if cache.get(&fast).await.is_some_and(|e| e.key == *key) {
+                            cache.invalidate(&fast).await;
+                        }
+                    }
                 }
+                return;
             }
-            Target::Session(id) => {
-                // Within a runtime the index says which entries; a sync caller gets a predicate.
-                let keys = self.sessions.keys(id);
-                for cache in positive {
-                    let keys = keys.clone();
-                    let _ = cache.invalidate_entries_if(move |k, _| keys.contains(k));
-                }
-            }
+            Target::User(id) => self.indexes.users.keys(id),
+            Target::Session(id) => self.indexes.sessions.keys(id),
             Target::All => {
-                positive.for_each(|c| c.invalidate_all());
+                positive().for_each(|c| c.invalidate_all());
                 if let Some(negative) = &self.negative {
                     negative.invalidate_all();
                 }
+                return;
             }
-        }
-    }
-
-    /// Drops every verdict of one sign-in (`origin_jti`), found through the index, and marks
-    /// its loads in flight.
-    pub(crate) async fn invalidate_session(&self, origin_jti: &str) {
-        for registered in self.flights.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            if registered.matches(&Target::Session(origin_jti)) {
-                registered.flight.revoked.store(true, Relaxed);
-            }
-        }
-        for key in self.sessions.keys(origin_jti) {
-            self.fresh.invalidate(&key).await;
-            if let Some(stale) = &self.stale {
-                stale.invalidate(&key).await;
+        };
+        for fast in keys {
+            for cache in positive() {
+                cache.invalidate(&fast).await;
             }
         }
     }
@@ -770,7 +791,7 @@ mod tests {
 
     #[test]
     fn the_session_index_keeps_a_replaced_entry_and_forgets_an_evicted_one() {
-        let sessions = Sessions::default();
+        let sessions = Index::default();
         sessions.add("laptop", 1);
         // A reload of the same token: the new entry is indexed, then the replaced one leaves.
         sessions.add("laptop", 1);

@@ -126,7 +126,8 @@ const EVENT_MARK_MS: u64 = 24 * 3600 * 1000;
 
 /// An invalidation, as broadcast.
 pub(crate) enum Message {
-    Token(TokenKey),
+    /// A token, and its user's `sub`.
+    Token(TokenKey, Option<String>),
     User(String),
     Session(String),
     /// `revoke_user`: the user's tokens issued before the instant (Unix seconds) are refused.
@@ -672,7 +673,10 @@ impl Fleet {
             })
             .await;
         }
-        self.broadcast(format!("t:{}", hex(key))).await;
+        match sub {
+            Some(sub) => self.broadcast(format!("t:{}:{sub}", hex(key))).await,
+            None => self.broadcast(format!("t:{}", hex(key))).await,
+        }
     }
 
     /// Records a watermark for `sub` in Redis (for instances that start or resubscribe later)
@@ -827,7 +831,10 @@ impl Fleet {
     /// A broadcast's payload, if it is one of ours (watermarks checked against the secret).
     fn message(&self, payload: &str) -> Option<Message> {
         match payload.split_once(':') {
-            Some(("t", key)) => unhex(key).map(Message::Token),
+            Some(("t", rest)) => {
+                let (key, sub) = rest.split_once(':').map_or((rest, None), |(k, s)| (k, Some(s.to_owned())));
+                unhex(key).map(|key| Message::Token(key, sub))
+            }
             Some(("u", id)) => Some(Message::User(id.to_owned())),
             Some(("s", id)) => Some(Message::Session(id.to_owned())),
             Some(("w", rest)) => parse_watermark(rest, self.mac.as_ref()),
@@ -843,10 +850,11 @@ impl Fleet {
     /// was broadcast before the subscription was in place. On one node, classic pub/sub; on a
     /// cluster, sharded pub/sub (`SSUBSCRIBE`) on the channel's slot, which the client follows
     /// through failovers and resubscribes.
-    pub(crate) fn listen<V, F>(&self, target: Weak<V>, apply: F)
+    pub(crate) fn listen<V, F, Fut>(&self, target: Weak<V>, apply: F)
     where
         V: Send + Sync + 'static,
-        F: Fn(&V, Message) + Send + Sync + 'static,
+        F: Fn(Arc<V>, Message) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
     {
         if self.listening.swap(true, Ordering::AcqRel) || tokio::runtime::Handle::try_current().is_err() {
             return;
@@ -873,9 +881,10 @@ impl Fleet {
 
     /// Classic pub/sub on one node, until the subscription is lost (false) or the verifier is
     /// dropped (true).
-    async fn listen_single<V, F>(&self, target: &Weak<V>, apply: &F) -> bool
+    async fn listen_single<V, F, Fut>(&self, target: &Weak<V>, apply: &F) -> bool
     where
-        F: Fn(&V, Message),
+        F: Fn(Arc<V>, Message) -> Fut,
+        Fut: std::future::Future<Output = ()>,
     {
         let channel = self.channel();
         let subscribed = async {
@@ -887,7 +896,7 @@ impl Fleet {
             return false;
         };
         match target.upgrade() {
-            Some(t) => apply(&t, Message::All),
+            Some(t) => apply(t, Message::All).await,
             None => return true,
         }
         self.subscribed.send_replace(true);
@@ -895,7 +904,7 @@ impl Fleet {
         while let Some(msg) = messages.next().await {
             let Ok(payload) = msg.get_payload::<String>() else { continue };
             match (self.message(&payload), target.upgrade()) {
-                (Some(m), Some(t)) => apply(&t, m),
+                (Some(m), Some(t)) => apply(t, m).await,
                 (_, None) => return true,
                 (None, _) => {}
             }
@@ -906,9 +915,10 @@ impl Fleet {
 
     /// Sharded pub/sub on a cluster, until the connection ends (false) or the verifier is
     /// dropped (true).
-    async fn listen_cluster<V, F>(&self, target: &Weak<V>, apply: &F) -> bool
+    async fn listen_cluster<V, F, Fut>(&self, target: &Weak<V>, apply: &F) -> bool
     where
-        F: Fn(&V, Message),
+        F: Fn(Arc<V>, Message) -> Fut,
+        Fut: std::future::Future<Output = ()>,
     {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let subscribed = async {
@@ -930,14 +940,14 @@ impl Fleet {
                 // (Re)subscribed, first or after a failover: what is cached may have missed
                 // an invalidation.
                 PushKind::SSubscribe => {
-                    apply(&t, Message::All);
+                    apply(t, Message::All).await;
                     self.subscribed.send_replace(true);
                 }
                 PushKind::SMessage => {
                     let payload =
                         push.data.get(1).and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
                     if let Some(m) = payload.and_then(|p| self.message(&p)) {
-                        apply(&t, m);
+                        apply(t, m).await;
                     }
                 }
                 PushKind::SUnsubscribe | PushKind::Disconnection => {

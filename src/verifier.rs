@@ -172,13 +172,13 @@ const MAX_LOADS: usize = 3;
 impl Inner {
     /// Applies an invalidation broadcast by another instance.
     #[cfg(feature = "redis")]
-    fn invalidate_local(&self, message: Message) {
+    async fn invalidate_local(&self, message: Message) {
         match message {
-            Message::Token(key) => self.cache.invalidate(Target::Token(&key)),
-            Message::User(id) => self.cache.invalidate(Target::User(&id)),
-            Message::Session(id) => self.cache.invalidate(Target::Session(&id)),
+            Message::Token(key, sub) => self.cache.invalidate(Target::Token(&key, sub.as_deref())).await,
+            Message::User(id) => self.cache.invalidate(Target::User(&id)).await,
+            Message::Session(id) => self.cache.invalidate(Target::Session(&id)).await,
             Message::Watermark(sub, at) => self.cache.watermarks().record(&sub, at),
-            Message::All => self.cache.invalidate(Target::All),
+            Message::All => self.cache.invalidate(Target::All).await,
         }
     }
 }
@@ -325,7 +325,9 @@ impl Verifier {
     #[cfg(feature = "redis")]
     fn listen(&self) {
         if let Some(fleet) = &self.0.fleet {
-            fleet.listen(Arc::downgrade(&self.0), |inner: &Inner, message| inner.invalidate_local(message));
+            fleet.listen(Arc::downgrade(&self.0), |inner: Arc<Inner>, message| async move {
+                inner.invalidate_local(message).await
+            });
             self.share_population();
         }
     }
@@ -848,12 +850,13 @@ impl Verifier {
     /// request goes to Cognito.
     pub async fn invalidate_token(&self, token: &str) {
         let key = token::key(token.as_bytes());
-        self.0.cache.invalidate(Target::Token(&key));
+        // Its user names its entries; a token that does not parse was never verified.
+        let claims = token::parse(token.as_bytes(), self.0.policy.max_len).ok();
+        let sub = claims.as_ref().map(|c| c.sub.as_str());
+        self.0.cache.invalidate(Target::Token(&key, sub)).await;
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.0.fleet {
-            // Its user names its place in Redis; a token that does not parse was never there.
-            let claims = token::parse(token.as_bytes(), self.0.policy.max_len).ok();
-            fleet.invalidate_token(&key, claims.as_ref().map(|c| c.sub.as_str())).await;
+            fleet.invalidate_token(&key, sub).await;
         }
     }
 
@@ -861,7 +864,7 @@ impl Verifier {
     /// mode) on every instance: the next request of each of their tokens goes to Cognito. Call
     /// it after signing a user out yourself.
     pub async fn invalidate_user(&self, sub_or_username: &str) {
-        self.0.cache.invalidate(Target::User(sub_or_username));
+        self.0.cache.invalidate(Target::User(sub_or_username)).await;
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.0.fleet {
             fleet.invalidate_user(sub_or_username).await;
@@ -870,7 +873,7 @@ impl Verifier {
 
     /// Forgets every verdict, positive and negative, here and (in fleet mode) on every instance.
     pub async fn invalidate_all(&self) {
-        self.0.cache.invalidate(Target::All);
+        self.0.cache.invalidate(Target::All).await;
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.0.fleet {
             fleet.invalidate_all().await;
@@ -932,7 +935,7 @@ impl Verifier {
             return Err(Rejection::Malformed.into());
         };
         self.0.pools[pool].cognito.revoke_token(refresh_token, client_id, client_secret).await?;
-        self.0.cache.invalidate_session(origin_jti).await;
+        self.0.cache.invalidate(Target::Session(origin_jti)).await;
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.0.fleet {
             fleet.invalidate_session(origin_jti, Some(&claims.sub)).await;
@@ -944,7 +947,7 @@ impl Verifier {
     /// every instance, for apps that revoke refresh tokens elsewhere. Found through an index,
     /// not by a scan of the cache.
     pub async fn invalidate_session(&self, origin_jti: &str) {
-        self.0.cache.invalidate_session(origin_jti).await;
+        self.0.cache.invalidate(Target::Session(origin_jti)).await;
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.0.fleet {
             fleet.invalidate_session(origin_jti, None).await;

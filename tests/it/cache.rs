@@ -244,6 +244,42 @@ async fn a_rejection_drops_the_stale_copy_so_an_outage_cannot_bring_it_back() {
 }
 
 #[tokio::test]
+async fn an_invalidated_users_stale_copies_are_gone_so_an_outage_cannot_bring_them_back() {
+    let fake = fake().await;
+    let verifier = verifier(&fake)
+        .cache_ttl(Duration::from_millis(100))
+        .stale_if_error(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let (by_user, by_name, by_token, bystander) = (
+        fake_token("stale-a", 3600),
+        fake_token("stale-b", 3600),
+        fake_token("stale-c", 3600),
+        fake_token("stale-d", 3600),
+    );
+    for token in [&by_user, &by_name, &by_token, &bystander] {
+        verifier.verify(token).await.unwrap();
+    }
+    // Past the TTL, and past moka's timer wheel (about a second a slot) removing the expired
+    // entries: only the stale copies are left.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    verifier.run_pending_tasks().await;
+    verifier.invalidate_user("stale-a").await;
+    verifier.invalidate_token(&by_token).await;
+    fake.set_behaviour(Behaviour::Error(500, "InternalErrorException".into()));
+    for token in [&by_user, &by_token] {
+        assert!(verifier.verify(token).await.unwrap_err().is_unavailable());
+    }
+    assert_eq!(verifier.stats().stale_served, 0);
+    verifier.verify(&bystander).await.unwrap();
+    assert_eq!(verifier.stats().stale_served, 1);
+    // By username: this fake answers every token as alice.
+    verifier.invalidate_user("alice").await;
+    assert!(verifier.verify(&by_name).await.unwrap_err().is_unavailable());
+    assert_eq!(verifier.stats().stale_served, 1);
+}
+
+#[tokio::test]
 async fn a_request_that_joins_a_call_started_before_a_sign_out_is_not_let_through() {
     let fake = fake().await;
     fake.set_latency(Duration::from_millis(600));

@@ -720,6 +720,29 @@ async fn a_budget_fits_the_whole_fleets_population() {
 }
 
 #[tokio::test]
+async fn a_token_invalidated_on_one_instance_is_dropped_on_the_others_and_only_that_token() {
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
+    let fleet = instances(2, || member(&fake, redis.url())).await;
+    let (token, other) = (fake_token("one-token", 3600), fake_token("one-token", 3599));
+    for v in &fleet {
+        v.verify(&token).await.unwrap();
+        v.verify(&other).await.unwrap();
+    }
+    assert_eq!(fake.get_user_calls(), 2);
+    fake.revoke(&token);
+    fleet[0].invalidate_token(&token).await;
+    let started = Instant::now();
+    while fleet[1].verify(&token).await.is_ok() {
+        assert!(started.elapsed() < Duration::from_secs(1), "still cached on the other instance");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The user's other token stays cached there.
+    let calls = fake.get_user_calls();
+    fleet[1].verify(&other).await.unwrap();
+    assert_eq!(fake.get_user_calls(), calls);
+}
+
+#[tokio::test]
 async fn with_a_fleet_secret_a_value_written_without_it_is_a_miss() {
     let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
     let secret = b"0123456789abcdef0123456789abcdef".to_vec();
