@@ -267,7 +267,7 @@ impl Watermarks {
 /// Kept in step with the positive caches: an entry is filed before each insert and taken out
 /// once by the eviction listener when it leaves (expired, evicted, replaced or invalidated).
 #[derive(Default)]
-pub(crate) struct Indexes {
+struct Indexes {
     /// By `sub`, and by username where it differs.
     users: Index,
     /// By `origin_jti`.
