@@ -429,17 +429,7 @@ async fn memory(fake: &FakeCognito, signer: &TestSigner) {
         .collect();
     let rss_before = rss_kib();
     let heap_before = live_bytes();
-    let mut tasks = tokio::task::JoinSet::new();
-    for chunk in tokens.chunks(100_000 / 32) {
-        let (v, chunk) = (memory.clone(), chunk.to_vec());
-        tasks.spawn(async move {
-            for t in chunk {
-                v.verify(&t).await.unwrap();
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    memory.run_pending_tasks().await;
+    fill(&memory, &tokens).await;
     let entries = memory.stats().entries;
     let heap = (live_bytes() - heap_before) as f64 / entries as f64;
     let rss = (rss_kib() - rss_before) as f64 * 1024.0 / entries as f64;
@@ -487,17 +477,7 @@ async fn memory(fake: &FakeCognito, signer: &TestSigner) {
                 })
                 .collect();
             let heap_before = live_bytes();
-            let mut tasks = tokio::task::JoinSet::new();
-            for chunk in tokens.chunks(tokens.len() / 32) {
-                let (v, chunk) = (v.clone(), chunk.to_vec());
-                tasks.spawn(async move {
-                    for t in chunk {
-                        v.verify(&t).await.unwrap();
-                    }
-                });
-            }
-            while tasks.join_next().await.is_some() {}
-            v.run_pending_tasks().await;
+            fill(&v, &tokens).await;
             assert_eq!(v.stats().entries as usize, tokens.len());
             (live_bytes() - heap_before) as f64 / tokens.len() as f64
         }
@@ -547,6 +527,21 @@ async fn moka_entry_bytes() -> f64 {
     bytes
 }
 
+/// Verifies every token, from 32 tasks, and lets the cache settle.
+async fn fill(v: &Verifier, tokens: &[String]) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in tokens.chunks(tokens.len().div_ceil(32)) {
+        let (v, chunk) = (v.clone(), chunk.to_vec());
+        tasks.spawn(async move {
+            for t in chunk {
+                v.verify(&t).await.unwrap();
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    v.run_pending_tasks().await;
+}
+
 /// Cache hits right after a burst of `invalidate_user` calls for other users (sign-outs, events):
 /// what a hit costs while the cache still has them to apply, against a hit before.
 async fn invalidation_burst(fake: &FakeCognito) {
@@ -560,17 +555,7 @@ async fn invalidation_burst(fake: &FakeCognito) {
     let tokens: Vec<String> = (0..100_000)
         .map(|i| actix_cognito_unsigned(&user_claims(&format!("{i:08}-3333-4000-8000-000000000000"))))
         .collect();
-    let mut tasks = tokio::task::JoinSet::new();
-    for chunk in tokens.chunks(100_000 / 32) {
-        let (v, chunk) = (v.clone(), chunk.to_vec());
-        tasks.spawn(async move {
-            for t in chunk {
-                v.verify(&t).await.unwrap();
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    v.run_pending_tasks().await;
+    fill(&v, &tokens).await;
     // 20 000 hits on tokens the burst does not touch.
     let hits = |v: Verifier, tokens: Vec<String>| async move {
         let started = Instant::now();

@@ -66,9 +66,9 @@ impl Feed {
         Feed { sqs, events, queue_url, pool_id: pool_id.to_owned() }
     }
 
-    /// What CloudTrail records for `call` on `sub`, as EventBridge delivers it.
-    async fn publish(&self, call: &str, sub: &str, event_id: &str) {
-        let detail = json!({
+    /// What CloudTrail records for `call` on `sub`: an event's `detail`.
+    fn detail(&self, call: &str, sub: &str, event_id: &str) -> serde_json::Value {
+        json!({
             "eventVersion": "1.08",
             "eventSource": "cognito-idp.amazonaws.com",
             "eventName": call,
@@ -77,7 +77,12 @@ impl Feed {
             "additionalEventData": {"sub": sub},
             "eventID": event_id,
             "eventType": "AwsApiCall",
-        });
+        })
+    }
+
+    /// Puts the record of `call` on `sub` on EventBridge, whose rule delivers it to the queue.
+    async fn publish(&self, call: &str, sub: &str, event_id: &str) {
+        let detail = self.detail(call, sub, event_id);
         let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
             .source("aws.cognito-idp")
             .detail_type("AWS API Call via CloudTrail")
@@ -99,16 +104,7 @@ impl Feed {
             "account": "123456789012",
             "region": "us-east-1",
             "resources": [],
-            "detail": {
-                "eventVersion": "1.08",
-                "eventSource": "cognito-idp.amazonaws.com",
-                "eventName": call,
-                "awsRegion": "us-east-1",
-                "requestParameters": {"userPoolId": self.pool_id, "username": "HIDDEN_DUE_TO_SECURITY_REASONS"},
-                "additionalEventData": {"sub": sub},
-                "eventID": event_id,
-                "eventType": "AwsApiCall",
-            },
+            "detail": self.detail(call, sub, event_id),
         });
         self.sqs.send_message().queue_url(queue_url).message_body(body.to_string()).send().await.unwrap();
     }
