@@ -415,12 +415,7 @@ async fn main() {
 async fn memory(fake: &FakeCognito, signer: &TestSigner) {
     fake.set_latency(Duration::ZERO);
     // Memory per cached principal.
-    let memory = verifier(fake, Duration::from_secs(600))
-        .signature_check(false)
-        .cache_capacity(200_000)
-        .max_get_user_in_flight(1_000)
-        .build()
-        .unwrap();
+    let memory = big_cache(fake);
     let tokens: Vec<String> = (0..100_000)
         .map(|i| {
             let c = user_claims(&format!("{i:08}-0000-4000-8000-000000000000"));
@@ -462,12 +457,7 @@ async fn memory(fake: &FakeCognito, signer: &TestSigner) {
     let per_principal = |users: usize, per_user: usize| {
         let people = &people;
         async move {
-            let v = verifier(people, Duration::from_secs(600))
-                .signature_check(false)
-                .cache_capacity(200_000)
-                .max_get_user_in_flight(1_000)
-                .build()
-                .unwrap();
+            let v = big_cache(people);
             let tokens: Vec<String> = (0..users * per_user)
                 .map(|i| {
                     let mut c = user_claims(&format!("{:08}-0000-4000-8000-000000000000", i / per_user));
@@ -527,6 +517,17 @@ async fn moka_entry_bytes() -> f64 {
     bytes
 }
 
+/// A verifier for the memory and burst runs: room for 200 000 entries, no signature check (the
+/// tokens are unsigned), up to 1 000 calls in flight.
+fn big_cache(fake: &FakeCognito) -> Verifier {
+    verifier(fake, Duration::from_secs(600))
+        .signature_check(false)
+        .cache_capacity(200_000)
+        .max_get_user_in_flight(1_000)
+        .build()
+        .unwrap()
+}
+
 /// Verifies every token, from 32 tasks, and lets the cache settle.
 async fn fill(v: &Verifier, tokens: &[String]) {
     let mut tasks = tokio::task::JoinSet::new();
@@ -546,12 +547,7 @@ async fn fill(v: &Verifier, tokens: &[String]) {
 /// what a hit costs while the cache still has them to apply, against a hit before.
 async fn invalidation_burst(fake: &FakeCognito) {
     fake.set_latency(Duration::ZERO);
-    let v = verifier(fake, Duration::from_secs(600))
-        .signature_check(false)
-        .cache_capacity(200_000)
-        .max_get_user_in_flight(1_000)
-        .build()
-        .unwrap();
+    let v = big_cache(fake);
     let tokens: Vec<String> = (0..100_000)
         .map(|i| actix_cognito_unsigned(&user_claims(&format!("{i:08}-3333-4000-8000-000000000000"))))
         .collect();
