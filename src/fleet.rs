@@ -663,20 +663,15 @@ impl Fleet {
 
     /// Removes a token's shared verdict (its user's `sub` names its slot) and tells every
     /// instance to drop it.
-    pub(crate) async fn invalidate_token(&self, key: &TokenKey, sub: Option<&str>) {
-        if let Some(sub) = sub {
-            let (generation, name) = (self.user_generation(sub), self.entry_key(sub, key));
-            self.run("invalidate", |mut c| {
-                let mut pipe = redis::pipe();
-                pipe.cmd("INCR").arg(&generation).ignore().del(&name).ignore();
-                async move { pipe.query_async::<()>(&mut c).await }
-            })
-            .await;
-        }
-        match sub {
-            Some(sub) => self.broadcast(format!("t:{}:{sub}", hex(key))).await,
-            None => self.broadcast(format!("t:{}", hex(key))).await,
-        }
+    pub(crate) async fn invalidate_token(&self, key: &TokenKey, sub: &str) {
+        let (generation, name) = (self.user_generation(sub), self.entry_key(sub, key));
+        self.run("invalidate", |mut c| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("INCR").arg(&generation).ignore().del(&name).ignore();
+            async move { pipe.query_async::<()>(&mut c).await }
+        })
+        .await;
+        self.broadcast(format!("t:{}:{sub}", hex(key))).await;
     }
 
     /// Records a watermark for `sub` in Redis (for instances that start or resubscribe later)

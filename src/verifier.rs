@@ -854,8 +854,9 @@ impl Verifier {
         let claims = token::parse(token.as_bytes(), self.0.policy.max_len).ok();
         let sub = claims.as_ref().map(|c| c.sub.as_str());
         self.0.cache.invalidate(Target::Token(&key, sub)).await;
+        // Nor was it shared or cached on another instance.
         #[cfg(feature = "redis")]
-        if let Some(fleet) = &self.0.fleet {
+        if let (Some(fleet), Some(sub)) = (&self.0.fleet, sub) {
             fleet.invalidate_token(&key, sub).await;
         }
     }
