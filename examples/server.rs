@@ -9,6 +9,8 @@
 //! | `COGNITO_CACHE_TTL_SECS` | cache TTL, the revocation delay (default 30; 0 disables) |
 //! | `COGNITO_GET_USER_BUDGET` | `GetUser` calls a second the active tokens may cost: the TTL adapts, from `COGNITO_CACHE_TTL_SECS` up (default: none, the TTL is fixed) |
 //! | `COGNITO_MAX_CACHE_TTL_SECS` | the longest TTL that budget may pick (default 300) |
+//! | `COGNITO_REFRESH_AHEAD` | `off`, or the share of a verdict's life after which a hit refreshes it in the background (default 0.75) |
+//! | `COGNITO_MAX_CALLS_PER_USER` | most `GetUser` calls a second for one user (default 8) |
 //! | `AWS_REGION` | must match the pool id if set |
 //! | `AWS_ENDPOINT_URL` | an emulator's endpoint, such as `http://127.0.0.1:4566` |
 //! | `COGNITO_ALLOW_ISSUER` | further accepted `iss` values, comma-separated (emulators with an issuer of their own) |
@@ -34,7 +36,7 @@ use std::time::Duration;
 
 use actix_cognito::{BearerToken, CognitoAuth, CognitoUser, Verifier};
 use actix_web::{web, App, HttpResponse, HttpServer, Responder};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
 async fn health() -> impl Responder {
@@ -126,6 +128,20 @@ async fn verifier_from_env() -> Verifier {
     if let Some(secs) = whole("COGNITO_MAX_CACHE_TTL_SECS") {
         builder = builder.max_cache_ttl(Duration::from_secs(secs));
     }
+    match env("COGNITO_REFRESH_AHEAD").as_deref() {
+        None => {}
+        Some("off") => builder = builder.refresh_ahead(false),
+        Some(v) => {
+            let fraction: f64 = v.parse().unwrap_or_else(|_| {
+                fail(format!("COGNITO_REFRESH_AHEAD={v:?} is neither `off` nor a fraction such as 0.75"))
+            });
+            builder = builder.refresh_ahead_fraction(fraction);
+        }
+    }
+    if let Some(calls) = whole("COGNITO_MAX_CALLS_PER_USER") {
+        let calls = u32::try_from(calls).unwrap_or_else(|_| fail("COGNITO_MAX_CALLS_PER_USER is too large"));
+        builder = builder.max_get_user_per_user_per_second(calls);
+    }
     if let Some(region) = env("AWS_REGION") {
         builder = builder.region(region);
     }
@@ -177,7 +193,15 @@ async fn main() -> std::io::Result<()> {
         None => 8080,
     };
     // The recorder first: the verifier registers its metrics when it is built.
-    let prometheus = PrometheusBuilder::new()
+    // Durations as histograms (buckets, not a summary's quantiles), so that a fleet's
+    // instances aggregate.
+    let mut prometheus = PrometheusBuilder::new();
+    for (name, buckets) in actix_cognito::telemetry::HISTOGRAMS {
+        prometheus = prometheus
+            .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
+            .unwrap_or_else(|e| fail(format!("the buckets of {name}: {e}")));
+    }
+    let prometheus = prometheus
         .install_recorder()
         .unwrap_or_else(|e| fail(format!("installing the Prometheus recorder: {e}")));
     let upkeep = prometheus.clone();

@@ -45,6 +45,8 @@ pub(crate) struct BudgetSettings {
     pub(crate) max_ttl: Duration,
     /// Fleet mode: the population is counted fleet-wide, through Redis.
     pub(crate) fleet: bool,
+    /// Calls each token in use costs per TTL: 1, or `1 / fraction` with refresh-ahead.
+    pub(crate) calls_per_ttl: f64,
 }
 
 /// The most tokens handed to the fleet's count per flush.
@@ -199,7 +201,8 @@ impl Budget {
             }
         }
         let wanted = Duration::from_secs_f64(
-            (active / (f64::from(self.settings.per_second) * HEADROOM)).min(24.0 * 3600.0),
+            (active * self.settings.calls_per_ttl / (f64::from(self.settings.per_second) * HEADROOM))
+                .min(24.0 * 3600.0),
         );
         let ttl = wanted.clamp(self.floor, self.settings.max_ttl.max(self.floor));
         let before = self.effective_ms.swap(ttl.as_millis() as u64, Relaxed);
@@ -267,7 +270,12 @@ mod tests {
     }
 
     fn budget(per_second: u32, floor: u64, max: u64) -> Budget {
-        let settings = BudgetSettings { per_second, max_ttl: Duration::from_secs(max), fleet: false };
+        let settings = BudgetSettings {
+            per_second,
+            max_ttl: Duration::from_secs(max),
+            fleet: false,
+            calls_per_ttl: 1.0,
+        };
         Budget::new(settings, Duration::from_secs(floor), Gauge::noop())
     }
 
@@ -326,7 +334,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn in_a_fleet_the_fleets_count_wins_while_it_is_fresh() {
-        let settings = BudgetSettings { per_second: 5, max_ttl: Duration::from_secs(300), fleet: true };
+        let settings = BudgetSettings {
+            per_second: 5,
+            max_ttl: Duration::from_secs(300),
+            fleet: true,
+            calls_per_ttl: 1.0,
+        };
         let b = Budget::new(settings, Duration::from_secs(1), Gauge::noop());
         for i in 0..50 {
             b.observe(&key(i));

@@ -11,10 +11,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moka::future::Cache;
 use moka::Expiry;
+// Tokio's clock, which tests can pause; the same instant as the standard one otherwise.
+use tokio::time::Instant;
 
 use crate::budget::{Budget, BudgetSettings};
 use crate::error::{Rejection, VerifyError};
@@ -31,6 +33,11 @@ pub(crate) struct CacheSettings {
     pub(crate) stale_grace: Option<Duration>,
     /// With a `GetUser` budget: the TTL adapts to the active tokens, `ttl` being its floor.
     pub(crate) budget: Option<BudgetSettings>,
+    /// Refresh-ahead: a hit past this share of its verdict's life re-verifies it in the
+    /// background (none: off).
+    pub(crate) refresh_ahead: Option<f64>,
+    /// How long after a refresh that failed (an outage, a limit) a hit asks again.
+    pub(crate) refresh_retry: Duration,
 }
 
 impl Default for CacheSettings {
@@ -43,14 +50,28 @@ impl Default for CacheSettings {
             negative_capacity: 10_000,
             stale_grace: None,
             budget: None,
+            refresh_ahead: Some(DEFAULT_REFRESH_AHEAD),
+            refresh_retry: Duration::from_secs(1),
         }
     }
 }
 
-/// Whether an invalidation hit a load while it was in flight. The entry the load makes keeps it
-/// (one small allocation); what the load was for is kept only while it is registered.
+/// The share of a verdict's life after which a hit refreshes it, by default.
+pub(crate) const DEFAULT_REFRESH_AHEAD: f64 = 0.75;
+
+/// Verdicts shorter than this are not refreshed ahead: the call would not be back in time.
+const MIN_REFRESHED_LIFE: Duration = Duration::from_millis(400);
+
+/// Never: no refresh is due.
+const NEVER: u64 = u64::MAX;
+
+/// Whether an invalidation hit a load while it was in flight, and when the entry it made is due
+/// for a refresh. The entry the load makes keeps it (one small allocation); what the load was
+/// for is kept only while it is registered.
 pub(crate) struct Flight {
     revoked: AtomicBool,
+    /// From when a hit asks for a refresh, ms since the cache's epoch ([`NEVER`]: no refresh).
+    refresh_ms: AtomicU64,
 }
 
 impl Flight {
@@ -120,6 +141,7 @@ pub(crate) enum Target<'a> {
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) principal: Principal,
+    /// On Tokio's clock, checked on each hit as well as by moka's own expiry.
     pub(crate) until: Instant,
     flight: Arc<Flight>,
     key: TokenKey,
@@ -129,6 +151,54 @@ pub(crate) struct Entry {
 /// A verdict fresh from the loader, and the longest it may be kept (a verdict shared by another
 /// instance has already lived part of its life).
 pub(crate) type Loaded = Result<(Principal, Option<Duration>), VerifyError>;
+
+/// A fresh verdict found by [`VerdictCache::get`].
+pub(crate) struct Hit {
+    pub(crate) principal: Principal,
+    /// This hit is the one that should refresh the verdict (at most one per verdict and retry
+    /// interval).
+    pub(crate) refresh: bool,
+}
+
+/// What a refresh did, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refreshed {
+    /// A fresh verdict replaced the old one.
+    Renewed,
+    /// Cognito refused the token: the rejection replaced the verdict.
+    Rejected,
+    /// An invalidation landed while it was in flight: its answer was dropped.
+    Superseded,
+    /// Cognito could not be asked: the verdict serves until it expires, and a later hit asks
+    /// again.
+    Unavailable,
+    /// The quota guard held the call back (in flight, per second, per user): as `Unavailable`.
+    Limited,
+    /// The token no longer passes the local checks (it expired), or is not a user's.
+    Skipped,
+}
+
+impl Refreshed {
+    pub(crate) const ALL: [Refreshed; 6] = [
+        Refreshed::Renewed,
+        Refreshed::Rejected,
+        Refreshed::Superseded,
+        Refreshed::Unavailable,
+        Refreshed::Limited,
+        Refreshed::Skipped,
+    ];
+
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Refreshed::Renewed => "renewed",
+            Refreshed::Rejected => "rejected",
+            Refreshed::Superseded => "superseded",
+            Refreshed::Unavailable => "unavailable",
+            Refreshed::Limited => "limited",
+            Refreshed::Skipped => "skipped",
+        }
+    }
+}
 
 /// What [`VerdictCache::get_or_load`] found.
 pub(crate) enum Outcome {
@@ -155,8 +225,13 @@ pub(crate) fn until_exp(exp: i64) -> Duration {
 struct UntilExpiry;
 
 impl Expiry<FastKey, Entry> for UntilExpiry {
-    fn expire_after_create(&self, _key: &FastKey, value: &Entry, now: Instant) -> Option<Duration> {
-        Some(value.until.saturating_duration_since(now))
+    fn expire_after_create(
+        &self,
+        _key: &FastKey,
+        value: &Entry,
+        now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.until.saturating_duration_since(Instant::from_std(now)))
     }
 }
 
@@ -222,6 +297,8 @@ pub(crate) struct VerdictCache {
     watermarks: Watermarks,
     /// With a `GetUser` budget: the TTL in force.
     budget: Option<Budget>,
+    /// What refresh points are counted from.
+    epoch: Instant,
 }
 
 /// How long a watermark is kept: no access token lives longer, so no token issued before an
@@ -413,6 +490,7 @@ impl VerdictCache {
             profiles: Mutex::default(),
             issuers: Mutex::default(),
             flights: Mutex::default(),
+            epoch: Instant::now(),
         }
     }
 
@@ -429,15 +507,55 @@ impl VerdictCache {
 
     /// A fresh positive verdict for exactly this token, if one may be served.
     #[inline]
-    pub(crate) async fn get(&self, token: &[u8]) -> Option<Principal> {
-        let entry = self.fresh.get(&self.fast_key(token)).await?;
+    pub(crate) async fn get(&self, token: &[u8]) -> Option<Hit> {
+        let fast = self.fast_key(token);
+        let entry = self.fresh.get(&fast).await?;
         if entry.tail != crate::token::tail(token) || entry.flight.revoked() {
+            return None;
+        }
+        let now = Instant::now();
+        if entry.until <= now {
+            // Past its life on Tokio's clock, before moka's expiry (which reads the standard
+            // clock) has removed it: only a paused clock gets here.
+            self.fresh.invalidate(&fast).await;
             return None;
         }
         if let Some(budget) = &self.budget {
             budget.observe(&entry.key);
         }
-        Some(entry.principal)
+        let refresh = self.refresh_due(&entry.flight, now);
+        Some(Hit { principal: entry.principal, refresh })
+    }
+
+    /// Whether this hit is the one to refresh a verdict: past its refresh point, and first to
+    /// see it (the point then moves a retry interval on, in case the refresh fails).
+    #[inline]
+    fn refresh_due(&self, flight: &Flight, now: Instant) -> bool {
+        let due = flight.refresh_ms.load(Relaxed);
+        if due == NEVER {
+            return false;
+        }
+        let now_ms = self.ms(now);
+        let retry = self.settings.refresh_retry.as_millis() as u64;
+        now_ms >= due && flight.refresh_ms.compare_exchange(due, now_ms + retry, Relaxed, Relaxed).is_ok()
+    }
+
+    /// Milliseconds from the cache's epoch to `at`.
+    fn ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// Where a verdict made at `now` with `life` is due for a refresh: at the configured share
+    /// of its life, plus this cache's own share of the rest (so that the instances of a fleet
+    /// do not refresh one token at the same moment, and the later ones find the first one's
+    /// verdict in Redis).
+    fn refresh_point(&self, principal: &Principal, fast: FastKey, now: Instant, life: Duration) -> u64 {
+        let Some(fraction) = self.settings.refresh_ahead else { return NEVER };
+        if principal.user().is_none() || life < MIN_REFRESHED_LIFE {
+            return NEVER;
+        }
+        let spread = ((fast >> 40) % 1024) as f64 / 1024.0 * (1.0 - fraction) / 2.0;
+        self.ms(now) + (life.as_secs_f64() * (fraction + spread) * 1000.0) as u64
     }
 
     /// How long a positive verdict for `key`, made now, is kept (before `exp` caps it).
@@ -476,7 +594,7 @@ impl VerdictCache {
 
     /// Registers a load for `key`, so that invalidations that run while it is in flight mark it.
     pub(crate) fn begin(&self, key: TokenKey, claims: &Claims) -> FlightGuard<'_> {
-        let flight = Arc::new(Flight { revoked: AtomicBool::new(false) });
+        let flight = Arc::new(Flight { revoked: AtomicBool::new(false), refresh_ms: AtomicU64::new(NEVER) });
         self.flights.lock().unwrap_or_else(|e| e.into_inner()).push(Registered {
             key,
             sub: claims.sub.as_str().into(),
@@ -505,7 +623,7 @@ impl VerdictCache {
         let load = async {
             loaded_here = true;
             let verdict = load.await;
-            self.entry_for(key, fast, tail, flight, verdict).await
+            self.entry_for(key, fast, tail, flight, verdict, false).await
         };
         let result = self.fresh.try_get_with(fast, load).await;
         let outcome = match result {
@@ -528,6 +646,7 @@ impl VerdictCache {
         tail: Tail,
         flight: Arc<Flight>,
         verdict: Loaded,
+        refresh: bool,
     ) -> Result<Entry, VerifyError> {
         let now = Instant::now();
         match verdict {
@@ -537,7 +656,9 @@ impl VerdictCache {
                 if let Some(budget) = &self.budget {
                     budget.observe(&key);
                 }
-                let ttl = self.ttl_for(&key);
+                // A refresh is already off the grid the budget spreads first loads on: its verdict
+                // lives the whole TTL from the call.
+                let ttl = if refresh { self.effective_ttl() } else { self.ttl_for(&key) };
                 let life = until_exp(principal.exp());
                 if let (Some(stale), Some(grace), false) =
                     (&self.stale, self.settings.stale_grace, flight.revoked())
@@ -554,6 +675,7 @@ impl VerdictCache {
                     stale.insert(fast, entry).await;
                 }
                 let life = life.min(ttl).min(cap.unwrap_or(Duration::MAX));
+                flight.refresh_ms.store(self.refresh_point(&principal, fast, now, life), Relaxed);
                 Ok(Entry { until: later(now, life), principal, flight, key, tail })
             }
             Err(VerifyError::Rejected(r)) => {
@@ -586,6 +708,53 @@ impl VerdictCache {
         }
         if let (Some(negative), false) = (&self.negative, r == Rejection::UnknownKey) {
             negative.insert(*key, r).await;
+        }
+    }
+
+    /// Applies the answer of a refresh of `token`'s verdict, registered as `guard`, whose call
+    /// started at `started`: a fresh verdict replaces the old one (its life counted from the
+    /// call, so that no verdict is served older than the TTL), a rejection replaces it at once,
+    /// and an invalidation that landed meanwhile wins. An outage changes nothing: the old
+    /// verdict serves until it expires.
+    pub(crate) async fn refreshed(
+        &self,
+        key: TokenKey,
+        token: &[u8],
+        guard: &FlightGuard<'_>,
+        started: Instant,
+        loaded: Loaded,
+    ) -> Refreshed {
+        let (fast, tail) = (self.fast_key(token), crate::token::tail(token));
+        match loaded {
+            Err(VerifyError::Unavailable(u)) if u.kind() == crate::UnavailableKind::LocalLimit => {
+                Refreshed::Limited
+            }
+            Err(VerifyError::Unavailable(_)) => Refreshed::Unavailable,
+            Err(VerifyError::Rejected(r)) => {
+                self.reject(&key, fast, r).await;
+                if self.fresh.get(&fast).await.is_some_and(|e| e.key == key) {
+                    self.fresh.invalidate(&fast).await;
+                }
+                Refreshed::Rejected
+            }
+            Ok(_) if guard.flight.revoked() => Refreshed::Superseded,
+            Ok((principal, cap)) => {
+                let spent = started.elapsed();
+                let left = self.effective_ttl().saturating_sub(spent).min(cap.unwrap_or(Duration::MAX));
+                let verdict = Ok((principal, Some(left)));
+                let Ok(entry) = self.entry_for(key, fast, tail, guard.flight.clone(), verdict, true).await
+                else {
+                    return Refreshed::Unavailable;
+                };
+                self.fresh.insert(fast, entry).await;
+                // An invalidation between the check above and the insert: the flag it set keeps
+                // the entry from being served; drop it too.
+                if guard.flight.revoked() {
+                    self.fresh.invalidate(&fast).await;
+                    return Refreshed::Superseded;
+                }
+                Refreshed::Renewed
+            }
         }
     }
 

@@ -48,6 +48,7 @@ pub struct VerifierBuilder {
     max_per_second: Option<u32>,
     get_user_budget: Option<u32>,
     max_cache_ttl: Option<Duration>,
+    per_user_per_second: u32,
     /// Fleet mode: Redis's URL, and its settings, which may be set in any order.
     #[cfg(feature = "redis")]
     redis: Option<Secret<String>>,
@@ -132,6 +133,7 @@ impl VerifierBuilder {
             max_per_second: None,
             get_user_budget: None,
             max_cache_ttl: None,
+            per_user_per_second: 8,
             #[cfg(feature = "redis")]
             redis: None,
             #[cfg(feature = "redis")]
@@ -439,6 +441,41 @@ impl VerifierBuilder {
         self
     }
 
+    /// Refresh-ahead (on by default): a hit on a verdict past
+    /// [`refresh_ahead_fraction`](Self::refresh_ahead_fraction) of its life verifies the token
+    /// again in the background, so that a token in use never waits on Cognito when its verdict
+    /// expires. The revocation delay is unchanged: no verdict is served longer than the TTL after
+    /// the call that made it, a refresh that Cognito refuses replaces the verdict with the
+    /// rejection at once, and invalidations win over refreshes in flight. Idle tokens are never
+    /// refreshed. A token in use costs `1 / fraction` calls per TTL instead of one (1.33 at
+    /// 0.75); with a [`get_user_budget`](Self::get_user_budget), the TTL stretches by as much to
+    /// stay under it. `false` verifies expired verdicts on the request path, as a plain cache
+    /// does.
+    pub fn refresh_ahead(mut self, on: bool) -> Self {
+        self.cache.refresh_ahead =
+            on.then_some(self.cache.refresh_ahead.unwrap_or(crate::cache::DEFAULT_REFRESH_AHEAD));
+        self
+    }
+
+    /// The share of a verdict's life after which a hit refreshes it (default 0.75, from 0.5 to
+    /// 0.95; turns refresh-ahead on). Each instance adds its own share, up to half, of the rest,
+    /// so that a fleet's instances spread their refreshes and read each other's from Redis. The
+    /// rest of the life is what the call has to come back in: at 0.75 and a 2 s TTL, 250 ms.
+    pub fn refresh_ahead_fraction(mut self, fraction: f64) -> Self {
+        self.cache.refresh_ahead = Some(fraction);
+        self
+    }
+
+    /// Most `GetUser` calls a second for one user, refreshes included (default 8): Cognito
+    /// throttles one user past about 10 reads a second, shared with the app's own calls, so a
+    /// call past it would fail there anyway, after spending the account's quota. A request over
+    /// it gets "unavailable" (503 with `Retry-After`); a refresh over it is left to the request
+    /// path. Only a user with more tokens in use than this many per TTL meets it.
+    pub fn max_get_user_per_user_per_second(mut self, calls: u32) -> Self {
+        self.per_user_per_second = calls;
+        self
+    }
+
     /// The longest TTL a [`get_user_budget`](Self::get_user_budget) may pick (default 300 s, at
     /// most 24 h): the worst revocation delay you accept. Never past a token's `exp`.
     pub fn max_cache_ttl(mut self, ttl: Duration) -> Self {
@@ -556,6 +593,7 @@ impl VerifierBuilder {
             self.pools.iter().map(|id| self.pool_region(id, endpoint.is_some())).collect::<Result<_, _>>()?;
         self.check_clients()?;
         let max_per_second = self.check_ranges()?;
+        let per_user = self.check_refresh()?;
         let budget = self.budget()?;
         if self.pools.len() > 1 && self.jwks_url.is_some() {
             return Err(ConfigError::InvalidSetting {
@@ -598,10 +636,11 @@ impl VerifierBuilder {
                 max_attempts: self.max_attempts,
                 retry_after: self.retry_after,
             },
-            cache: CacheSettings { budget, ..self.cache },
+            cache: CacheSettings { budget, refresh_retry: self.retry_after, ..self.cache },
             pools,
             max_in_flight: self.max_in_flight,
             max_per_second,
+            per_user,
             user_info: match &self.user_info_domain {
                 Some(domain) => Some(checked_url(domain, "user_info_domain()")?.to_string()),
                 None => None,
@@ -775,6 +814,22 @@ impl VerifierBuilder {
         }
     }
 
+    /// The refresh-ahead settings; the per-user call rate.
+    fn check_refresh(&self) -> Result<NonZeroU32, ConfigError> {
+        if let Some(fraction) = self.cache.refresh_ahead {
+            if !(0.5..=0.95).contains(&fraction) {
+                return Err(ConfigError::InvalidSetting {
+                    setting: "refresh_ahead_fraction",
+                    reason: "from 0.5 to 0.95 (the share of a verdict's life after which it is refreshed)",
+                });
+            }
+        }
+        NonZeroU32::new(self.per_user_per_second).ok_or(ConfigError::InvalidSetting {
+            setting: "max_get_user_per_user_per_second",
+            reason: "at least 1",
+        })
+    }
+
     /// The call budget's settings, when one is set.
     fn budget(&self) -> Result<Option<BudgetSettings>, ConfigError> {
         let invalid = |setting, reason| Err(ConfigError::InvalidSetting { setting, reason });
@@ -801,7 +856,9 @@ impl VerifierBuilder {
         let fleet = self.redis.is_some();
         #[cfg(not(feature = "redis"))]
         let fleet = false;
-        Ok(Some(BudgetSettings { per_second, max_ttl, fleet }))
+        // Refresh-ahead spends a call per `fraction` of the TTL on each token in use.
+        let calls_per_ttl = 1.0 / self.cache.refresh_ahead.unwrap_or(1.0);
+        Ok(Some(BudgetSettings { per_second, max_ttl, fleet, calls_per_ttl }))
     }
 
     /// Cognito's two issuer forms, in the region's partition; an emulator's; `allow_issuer`'s.

@@ -845,17 +845,17 @@ impl Fleet {
     /// was broadcast before the subscription was in place. On one node, classic pub/sub; on a
     /// cluster, sharded pub/sub (`SSUBSCRIBE`) on the channel's slot, which the client follows
     /// through failovers and resubscribes.
-    pub(crate) fn listen<V, F, Fut>(&self, target: Weak<V>, apply: F)
+    pub(crate) fn listen<V, F, Fut>(&self, lifecycle: &crate::lifecycle::Lifecycle, target: Weak<V>, apply: F)
     where
         V: Send + Sync + 'static,
         F: Fn(Arc<V>, Message) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send,
     {
-        if self.listening.swap(true, Ordering::AcqRel) || tokio::runtime::Handle::try_current().is_err() {
+        if tokio::runtime::Handle::try_current().is_err() || self.listening.swap(true, Ordering::AcqRel) {
             return;
         }
         let fleet = self.clone();
-        tokio::spawn(async move {
+        lifecycle.spawn(async move {
             loop {
                 if target.strong_count() == 0 {
                     return;

@@ -1,16 +1,48 @@
 //! Metrics, through the `metrics` facade: the crate records, the application installs the
 //! exporter (Prometheus, StatsD, OpenTelemetry...).
 //!
-//! Every handle is registered once, when the verifier is built, so that recording costs one
-//! atomic add on the hot path. Install the recorder before building the verifier: handles
-//! registered before any recorder is installed record nothing. Labels come from small fixed
-//! sets (outcomes, [`Rejection`] and [`UnavailableKind`] codes, cache levels): never a token, a
-//! user or a pool.
+//! Every handle is registered once, when the verifier is built, with its `# HELP` text, so that
+//! recording costs one atomic add on the hot path. Install the recorder before building the
+//! verifier: handles registered before any recorder is installed record nothing. Labels come
+//! from small fixed sets (outcomes, [`Rejection`] and [`UnavailableKind`] codes, cache levels):
+//! never a token, a user or a pool. The Redis series exist only in fleet mode (feature
+//! `redis`, with [`redis`](crate::VerifierBuilder) set).
+//!
+//! The crate sets nothing global. Durations are histograms: give the exporter their buckets,
+//! or Prometheus's exporter renders them as summaries, whose quantiles cannot be summed across
+//! the instances of a fleet:
+//!
+//! ```
+//! use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+//!
+//! let mut builder = PrometheusBuilder::new();
+//! for (name, buckets) in actix_cognito::telemetry::HISTOGRAMS {
+//!     builder = builder.set_buckets_for_metric(Matcher::Full(name.to_string()), buckets).unwrap();
+//! }
+//! // builder.install_recorder()?, then build the verifier.
+//! ```
+//!
+//! | metric | type | labels | what it counts |
+//! | --- | --- | --- | --- |
+//! | `actix_cognito_verifications_total` | counter | `outcome`, `reason` | verdicts given to requests |
+//! | `actix_cognito_cache_hits_total` | counter | `level` (`local`, `redis`) | verdicts found in a cache |
+//! | `actix_cognito_cache_misses_total` | counter | `level` | verdicts not found there |
+//! | `actix_cognito_cache_entries` | gauge | | fresh positive verdicts held |
+//! | `actix_cognito_get_user_calls_total` | counter | | `GetUser` and userInfo calls made |
+//! | `actix_cognito_get_user_duration_seconds` | histogram | | how long each took |
+//! | `actix_cognito_refreshes_total` | counter | `outcome` | verdicts refreshed ahead of expiry |
+//! | `actix_cognito_jwks_fetches_total` | counter | | JWKS documents fetched |
+//! | `actix_cognito_quota_refusals_total` | counter | | calls the quota guard refused |
+//! | `actix_cognito_effective_ttl_seconds` | gauge | | the TTL in force: the revocation delay |
+//! | `actix_cognito_redis_errors_total` | counter | | Redis operations that failed (fleet mode) |
+//! | `actix_cognito_redis_breaker_open` | gauge | | 1 while Redis is skipped after errors (fleet mode) |
 
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics::{Counter, Gauge, Histogram};
 
+use crate::cache::Refreshed;
 use crate::error::{Rejection, UnavailableKind, VerifyError};
 
 /// Every [`UnavailableKind`], in declaration order.
@@ -24,19 +56,65 @@ const UNAVAILABLE: [UnavailableKind; 7] = [
     UnavailableKind::Other,
 ];
 
-/// The metric names, for dashboards and tests.
-pub(crate) mod names {
-    pub(crate) const VERIFICATIONS: &str = "actix_cognito_verifications_total";
-    pub(crate) const CACHE_HITS: &str = "actix_cognito_cache_hits_total";
-    pub(crate) const CACHE_MISSES: &str = "actix_cognito_cache_misses_total";
-    pub(crate) const CACHE_ENTRIES: &str = "actix_cognito_cache_entries";
-    pub(crate) const GET_USER_CALLS: &str = "actix_cognito_get_user_calls_total";
-    pub(crate) const GET_USER_DURATION: &str = "actix_cognito_get_user_duration_seconds";
-    pub(crate) const JWKS_FETCHES: &str = "actix_cognito_jwks_fetches_total";
-    pub(crate) const QUOTA_REFUSALS: &str = "actix_cognito_quota_refusals_total";
-    pub(crate) const REDIS_ERRORS: &str = "actix_cognito_redis_errors_total";
-    pub(crate) const REDIS_BREAKER_OPEN: &str = "actix_cognito_redis_breaker_open";
-    pub(crate) const EFFECTIVE_TTL: &str = "actix_cognito_effective_ttl_seconds";
+/// The metric names, for dashboards, alerts and tests.
+pub mod names {
+    /// Verdicts given to requests, by `outcome` (`accepted`, `rejected`, `unavailable`) and `reason`.
+    pub const VERIFICATIONS: &str = "actix_cognito_verifications_total";
+    /// Verdicts found in a cache, by `level` (`local`, `redis`).
+    pub const CACHE_HITS: &str = "actix_cognito_cache_hits_total";
+    /// Verdicts not found in a cache, by `level`.
+    pub const CACHE_MISSES: &str = "actix_cognito_cache_misses_total";
+    /// Fresh positive verdicts held in this process.
+    pub const CACHE_ENTRIES: &str = "actix_cognito_cache_entries";
+    /// `GetUser` (and userInfo) calls made.
+    pub const GET_USER_CALLS: &str = "actix_cognito_get_user_calls_total";
+    /// How long each `GetUser` (or userInfo) call took, in seconds: a histogram.
+    pub const GET_USER_DURATION: &str = "actix_cognito_get_user_duration_seconds";
+    /// Verdicts re-verified ahead of their expiry, by `outcome`.
+    pub const REFRESHES: &str = "actix_cognito_refreshes_total";
+    /// JWKS documents fetched.
+    pub const JWKS_FETCHES: &str = "actix_cognito_jwks_fetches_total";
+    /// Calls the quota guard refused (a 503 for the request).
+    pub const QUOTA_REFUSALS: &str = "actix_cognito_quota_refusals_total";
+    /// Redis operations that failed (fleet mode).
+    pub const REDIS_ERRORS: &str = "actix_cognito_redis_errors_total";
+    /// 1 while Redis is skipped after errors, else 0 (fleet mode).
+    pub const REDIS_BREAKER_OPEN: &str = "actix_cognito_redis_breaker_open";
+    /// The cache TTL in force, in seconds: the revocation delay of a token verified now.
+    pub const EFFECTIVE_TTL: &str = "actix_cognito_effective_ttl_seconds";
+}
+
+/// The buckets of `actix_cognito_get_user_duration_seconds`, in seconds: 5 ms (a call in the
+/// same region) to 5 s (past the default 3 s `operation_timeout`, which ends every call).
+pub const GET_USER_DURATION_BUCKETS: &[f64] =
+    &[0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0];
+
+/// Every histogram the crate records, with its buckets: give them to the exporter (see the
+/// module's docs).
+pub const HISTOGRAMS: &[(&str, &[f64])] = &[(names::GET_USER_DURATION, GET_USER_DURATION_BUCKETS)];
+
+/// The `# HELP` texts, given to the recorder when a verifier is built.
+fn describe() {
+    use names::*;
+    describe_counter!(VERIFICATIONS, "Verdicts given to requests, by outcome and reason");
+    describe_counter!(CACHE_HITS, "Verdicts found in a cache, by level (local, redis)");
+    describe_counter!(CACHE_MISSES, "Verdicts not found in a cache, by level (local, redis)");
+    describe_gauge!(CACHE_ENTRIES, "Fresh positive verdicts held in this process");
+    describe_counter!(GET_USER_CALLS, "GetUser and userInfo calls made to Cognito");
+    describe_histogram!(GET_USER_DURATION, Unit::Seconds, "How long each GetUser or userInfo call took");
+    describe_counter!(REFRESHES, "Verdicts re-verified ahead of their expiry, by outcome");
+    describe_counter!(JWKS_FETCHES, "JWKS documents fetched");
+    describe_counter!(QUOTA_REFUSALS, "GetUser calls the quota guard refused (each a 503)");
+    describe_gauge!(
+        EFFECTIVE_TTL,
+        Unit::Seconds,
+        "The cache TTL in force: the revocation delay of a token verified now"
+    );
+    #[cfg(feature = "redis")]
+    {
+        describe_counter!(REDIS_ERRORS, "Redis operations that failed (fleet mode)");
+        describe_gauge!(REDIS_BREAKER_OPEN, "1 while Redis is skipped after errors, else 0 (fleet mode)");
+    }
 }
 
 /// The metric handles of one verifier.
@@ -47,20 +125,21 @@ pub(crate) struct Telemetry {
     unavailable: [Counter; UNAVAILABLE.len()],
     pub(crate) local_hits: Counter,
     pub(crate) local_misses: Counter,
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg(feature = "redis")]
     pub(crate) redis_hits: Counter,
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg(feature = "redis")]
     pub(crate) redis_misses: Counter,
     pub(crate) entries: Gauge,
     /// The cache TTL in force: the revocation delay of a token verified now.
     pub(crate) effective_ttl: Gauge,
     pub(crate) get_user_calls: Counter,
     get_user_duration: Histogram,
+    refreshes: [Counter; Refreshed::ALL.len()],
     pub(crate) jwks_fetches: Counter,
     pub(crate) quota_refusals: Counter,
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg(feature = "redis")]
     pub(crate) redis_errors: Counter,
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg(feature = "redis")]
     pub(crate) redis_breaker_open: Gauge,
 }
 
@@ -68,6 +147,7 @@ impl Telemetry {
     /// Registers every handle with the recorder installed now (globally, or for this thread).
     pub(crate) fn register() -> Self {
         use names::*;
+        describe();
         Telemetry {
             accepted: counter!(VERIFICATIONS, "outcome" => "accepted"),
             rejected: Rejection::ALL
@@ -76,15 +156,20 @@ impl Telemetry {
                 .map(|k| counter!(VERIFICATIONS, "outcome" => "unavailable", "reason" => k.as_str())),
             local_hits: counter!(CACHE_HITS, "level" => "local"),
             local_misses: counter!(CACHE_MISSES, "level" => "local"),
+            #[cfg(feature = "redis")]
             redis_hits: counter!(CACHE_HITS, "level" => "redis"),
+            #[cfg(feature = "redis")]
             redis_misses: counter!(CACHE_MISSES, "level" => "redis"),
             entries: gauge!(CACHE_ENTRIES),
             effective_ttl: gauge!(EFFECTIVE_TTL),
             get_user_calls: counter!(GET_USER_CALLS),
             get_user_duration: histogram!(GET_USER_DURATION),
+            refreshes: Refreshed::ALL.map(|r| counter!(REFRESHES, "outcome" => r.as_str())),
             jwks_fetches: counter!(JWKS_FETCHES),
             quota_refusals: counter!(QUOTA_REFUSALS),
+            #[cfg(feature = "redis")]
             redis_errors: counter!(REDIS_ERRORS),
+            #[cfg(feature = "redis")]
             redis_breaker_open: gauge!(REDIS_BREAKER_OPEN),
         }
     }
@@ -100,6 +185,11 @@ impl Telemetry {
                 self.unavailable[i].increment(1);
             }
         }
+    }
+
+    /// Counts a refresh by its outcome.
+    pub(crate) fn refreshed(&self, outcome: Refreshed) {
+        self.refreshes[Refreshed::ALL.iter().position(|r| *r == outcome).unwrap_or(0)].increment(1);
     }
 
     pub(crate) fn get_user_took(&self, took: Duration) {

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cache::{CacheSettings, Counters, Flight, Loaded, Outcome, Stats, Target, VerdictCache};
+use crate::cache::{
+    CacheSettings, Counters, Flight, Loaded, Outcome, Refreshed, Stats, Target, VerdictCache,
+};
 use crate::cognito::{CallSettings, Cognito, Introspect};
 use crate::error::{ConfigError, Rejection, Unavailable, UnavailableKind, VerifyError};
 #[cfg(feature = "redis")]
@@ -14,7 +16,9 @@ use crate::fleet::{unix_ms, Fleet, Generations, Lookup, Message, Shared};
 use crate::guard::QuotaGuard;
 use crate::issuer::Issuers;
 use crate::jwks::{FetchKeys, JwksSettings, KeySet};
+use crate::lifecycle::Lifecycle;
 use crate::ops::{Readiness, RedisState, ResourceMetadata};
+use crate::refresh::Refresher;
 use crate::telemetry::Telemetry;
 use crate::token::{self, ClaimPolicy, Claims, TokenKey};
 use crate::user::{CognitoUser, IdTokenUser, MachineClient, Principal, Profile};
@@ -68,6 +72,10 @@ struct Inner {
     /// Whether a task is fetching the keys until it has them.
     loading_keys: AtomicBool,
     retry_after: Duration,
+    /// Refresh-ahead: the tokens due for a refresh, and the per-user rate.
+    refresher: Refresher,
+    /// Stops the background tasks when the last clone is dropped.
+    lifecycle: Lifecycle,
 }
 
 /// The parts a built verifier is made of.
@@ -80,6 +88,8 @@ pub(crate) struct Settings {
     pub(crate) cache: CacheSettings,
     pub(crate) max_in_flight: usize,
     pub(crate) max_per_second: Option<NonZeroU32>,
+    /// The most calls a second for one user.
+    pub(crate) per_user: NonZeroU32,
     #[cfg(feature = "redis")]
     pub(crate) fleet: Option<crate::fleet::Fleet>,
     pub(crate) telemetry: Telemetry,
@@ -233,12 +243,14 @@ impl Verifier {
             pools,
             issuers,
             user_info,
-            guard: QuotaGuard::new(s.max_in_flight, s.max_per_second, s.call.retry_after),
+            guard: QuotaGuard::new(s.max_in_flight, s.max_per_second, s.per_user, s.call.retry_after),
             telemetry: s.telemetry,
             get_user_answered: AtomicI64::new(i64::MIN),
             get_user_failed: AtomicI64::new(i64::MIN),
             loading_keys: AtomicBool::new(false),
             retry_after: s.call.retry_after,
+            refresher: Refresher::default(),
+            lifecycle: Lifecycle::default(),
             #[cfg(feature = "redis")]
             fleet: s.fleet,
             #[cfg(feature = "events")]
@@ -254,7 +266,60 @@ impl Verifier {
         verifier.listen();
         #[cfg(feature = "events")]
         verifier.consume_events();
+        verifier.start_refresher();
         verifier
+    }
+
+    /// Starts, once, the task that refreshes the verdicts hits found due (see the `refresh`
+    /// module). Each refresh runs as a task of its own, so that a slow one holds up no other;
+    /// they end with the refresher when the verifier is dropped.
+    fn start_refresher(&self) {
+        if self.0.cache.settings.refresh_ahead.is_none() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let Some(mut queue) = self.0.refresher.take_queue() else { return };
+        let weak = Arc::downgrade(&self.0);
+        self.0.lifecycle.spawn(async move {
+            let mut running = tokio::task::JoinSet::new();
+            let mut prune = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    token = queue.recv() => {
+                        let (Some(token), Some(inner)) = (token, weak.upgrade()) else { return };
+                        running.spawn(async move { Verifier(inner).refresh(&token).await });
+                    }
+                    Some(_) = running.join_next(), if !running.is_empty() => {}
+                    _ = prune.tick() => {
+                        let Some(inner) = weak.upgrade() else { return };
+                        inner.guard.prune();
+                    }
+                }
+            }
+        });
+    }
+
+    /// Verifies a cached token again ahead of its verdict's expiry, and applies the answer.
+    async fn refresh(&self, token: &[u8]) {
+        let outcome = self.refresh_outcome(token).await;
+        self.0.telemetry.refreshed(outcome);
+    }
+
+    async fn refresh_outcome(&self, token: &[u8]) -> Refreshed {
+        let inner = &*self.0;
+        let Ok(checked) = self.check_locally(token, Accept::default()).await else {
+            return Refreshed::Skipped;
+        };
+        let claims = &checked.claims;
+        if !matches!(checked.kind, Kind::User | Kind::UserInfo)
+            || inner.cache.watermarks().revoked(&claims.sub, claims.iat)
+        {
+            return Refreshed::Skipped;
+        }
+        let key = token::key(token);
+        let guard = inner.cache.begin(key, claims);
+        let started = tokio::time::Instant::now();
+        let loaded = self.resolve(Some(&key), token, &checked, Some(guard.flight()), true).await;
+        inner.cache.refreshed(key, token, &guard, started, loaded).await
     }
 
     /// Starts, once, the task that consumes Cognito's events (feature `events`). It holds the
@@ -266,7 +331,7 @@ impl Verifier {
             return;
         }
         let weak = Arc::downgrade(&self.0);
-        tokio::spawn(async move {
+        self.0.lifecycle.spawn(async move {
             let mut failures = 0;
             loop {
                 let received = events.receive().await;
@@ -325,9 +390,11 @@ impl Verifier {
     #[cfg(feature = "redis")]
     fn listen(&self) {
         if let Some(fleet) = &self.0.fleet {
-            fleet.listen(Arc::downgrade(&self.0), |inner: Arc<Inner>, message| async move {
-                inner.invalidate_local(message).await
-            });
+            fleet.listen(
+                &self.0.lifecycle,
+                Arc::downgrade(&self.0),
+                |inner: Arc<Inner>, message| async move { inner.invalidate_local(message).await },
+            );
             self.share_population();
         }
     }
@@ -342,7 +409,7 @@ impl Verifier {
             return;
         }
         let weak = Arc::downgrade(&self.0);
-        tokio::spawn(async move {
+        self.0.lifecycle.spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let Some(inner) = weak.upgrade() else { return };
@@ -438,7 +505,7 @@ impl Verifier {
             return;
         }
         let weak = Arc::downgrade(&self.0);
-        tokio::spawn(async move {
+        self.0.lifecycle.spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let Some(inner) = weak.upgrade() else { return };
@@ -560,7 +627,8 @@ impl Verifier {
             return (self.counted(Err(Rejection::TooLarge.into())), false);
         }
         if inner.cache.enabled() {
-            if let Some(principal) = inner.cache.get(token).await {
+            if let Some(hit) = inner.cache.get(token).await {
+                let principal = hit.principal;
                 inner.telemetry.local_hits.increment(1);
                 if let Err(refused) = accept.admits(&principal) {
                     return (self.counted(Err(refused.into())), true);
@@ -569,6 +637,9 @@ impl Verifier {
                     return (self.counted(Err(Rejection::NotAuthorized.into())), true);
                 }
                 Counters::bump(&counters.hits);
+                if hit.refresh {
+                    inner.refresher.request(token);
+                }
                 let verdict = Ok(principal);
                 inner.telemetry.verdict(&verdict);
                 return (verdict, true);
@@ -622,11 +693,11 @@ impl Verifier {
             return Err(Rejection::NotAuthorized.into());
         }
         let Some(key) = key else {
-            return self.resolve(None, token, &checked, None).await.map(|(p, _)| p);
+            return self.resolve(None, token, &checked, None, false).await.map(|(p, _)| p);
         };
         for _ in 0..MAX_LOADS {
             let guard = inner.cache.begin(key, &checked.claims);
-            let load = self.resolve(Some(&key), token, &checked, Some(guard.flight()));
+            let load = self.resolve(Some(&key), token, &checked, Some(guard.flight()), false);
             let (outcome, loaded_here) = inner.cache.get_or_load(key, token, &guard, load).await;
             if !loaded_here {
                 Counters::bump(&counters.coalesced);
@@ -718,13 +789,15 @@ impl Verifier {
 
     /// The verdict on a token that passed the local checks: its signature, then (fleet mode) a
     /// verdict another instance made for this very token, then `GetUser`. A machine token is done
-    /// after its signature.
+    /// after its signature. A `refresh` takes a shared verdict only if it is younger than the
+    /// refresh point of the one it replaces.
     async fn resolve(
         &self,
         key: Option<&TokenKey>,
         token: &[u8],
         checked: &Checked,
         flight: Option<&Arc<Flight>>,
+        refresh: bool,
     ) -> Loaded {
         let inner = &*self.0;
         let claims = &checked.claims;
@@ -741,18 +814,23 @@ impl Verifier {
         }
         #[cfg(feature = "redis")]
         let generation = match (&inner.fleet, key) {
-            (Some(fleet), Some(key)) => match self.shared_verdict(fleet, key, claims, &pool.id).await {
-                Ok(shared) => return shared,
-                Err(generation) => generation,
-            },
+            (Some(fleet), Some(key)) => {
+                match self.shared_verdict(fleet, key, claims, &pool.id, refresh).await {
+                    Ok(shared) => return shared,
+                    Err(generation) => generation,
+                }
+            }
             _ => None,
         };
         #[cfg(not(feature = "redis"))]
-        let _ = (key, flight);
+        let _ = (key, flight, refresh);
         // The local checks admitted only base64url and dots.
         let token = std::str::from_utf8(token).map_err(|_| VerifyError::Rejected(Rejection::Malformed))?;
         let verdict = async {
-            let _permit = inner.guard.admit().inspect_err(|_| inner.telemetry.quota_refusals.increment(1))?;
+            let _permit = inner
+                .guard
+                .admit_for(&claims.sub)
+                .inspect_err(|_| inner.telemetry.quota_refusals.increment(1))?;
             Counters::bump(&inner.cache.counters.get_user_calls);
             inner.telemetry.get_user_calls.increment(1);
             let started = Instant::now();
@@ -793,6 +871,7 @@ impl Verifier {
         key: &TokenKey,
         claims: &Claims,
         pool: &Arc<str>,
+        refresh: bool,
     ) -> Result<Loaded, Option<Generations>> {
         let inner = &*self.0;
         self.listen();
@@ -807,6 +886,9 @@ impl Verifier {
         let telemetry = &inner.telemetry;
         (if shared.is_some() { &telemetry.redis_hits } else { &telemetry.redis_misses }).increment(1);
         match (shared, generations) {
+            (Some(Shared::User(_, until_ms)), generations) if refresh && !self.younger(until_ms) => {
+                Err(generations)
+            }
             (Some(Shared::User(profile, until_ms)), _) => {
                 Counters::bump(&inner.cache.counters.shared_hits);
                 let issuer = inner.cache.intern_issuer(&claims.iss);
@@ -820,6 +902,15 @@ impl Verifier {
             }
             (None, generations) => Err(generations),
         }
+    }
+
+    /// Whether a shared verdict that lasts until `until_ms` is younger than the refresh point
+    /// of a verdict made now: one another instance's refresh made, not the one being refreshed.
+    #[cfg(feature = "redis")]
+    fn younger(&self, until_ms: u64) -> bool {
+        let fraction = self.0.cache.settings.refresh_ahead.unwrap_or(1.0);
+        let rest = self.0.cache.effective_ttl().mul_f64(1.0 - fraction).as_millis() as u64;
+        until_ms.saturating_sub(unix_ms()) > rest
     }
 
     /// Shares Cognito's verdict with the fleet: a user, or a rejection Cognito made.
@@ -993,6 +1084,8 @@ mod tests {
         calls: AtomicU64,
         delay: Mutex<Duration>,
         revoked: Mutex<HashSet<String>>,
+        /// Answers every call with a 5xx.
+        down: AtomicBool,
     }
 
     impl Introspect for FakeCognito {
@@ -1002,6 +1095,11 @@ mod tests {
                 let revoked = self.revoked.lock().unwrap().contains(token);
                 let delay = *self.delay.lock().unwrap();
                 tokio::time::sleep(delay).await;
+                if self.down.load(SeqCst) {
+                    return Err(
+                        Unavailable::new(UnavailableKind::ServiceError, Duration::from_secs(1)).into()
+                    );
+                }
                 if revoked {
                     return Err(Rejection::NotAuthorized.into());
                 }
@@ -1040,15 +1138,20 @@ mod tests {
     }
 
     fn fixture() -> (Verifier, Arc<FakeCognito>, Arc<FakeKeys>) {
+        fixture_with(|b| b)
+    }
+
+    fn fixture_with(
+        settings: impl FnOnce(crate::VerifierBuilder) -> crate::VerifierBuilder,
+    ) -> (Verifier, Arc<FakeCognito>, Arc<FakeKeys>) {
         let cognito = Arc::new(FakeCognito::default());
         let keys = Arc::new(FakeKeys {
             jwks: Mutex::new(TestSigner::default().jwks().to_string()),
             fetches: AtomicU64::new(0),
         });
         let seams = Seams { introspect: Some(cognito.clone()), keys: Some(keys.clone()), user_info: None };
-        let verifier =
-            Verifier::builder(POOL).client_id(CLIENT).endpoint_from_env(false).seams(seams).build().unwrap();
-        (verifier, cognito, keys)
+        let builder = Verifier::builder(POOL).client_id(CLIENT).endpoint_from_env(false).seams(seams);
+        (settings(builder).build().unwrap(), cognito, keys)
     }
 
     fn token(signer: &TestSigner, sub: &str) -> String {
@@ -1149,5 +1252,175 @@ mod tests {
             VerifyError::Rejected(Rejection::BadSignature)
         );
         assert_eq!(cognito.calls.load(SeqCst), 2);
+    }
+
+    /// Refresh-ahead's fixture: a 2 s TTL and a Cognito 80 ms away (on the paused clock).
+    fn refreshing() -> (Verifier, Arc<FakeCognito>) {
+        let (verifier, cognito, _) = fixture_with(|b| b.cache_ttl(Duration::from_secs(2)));
+        *cognito.delay.lock().unwrap() = Duration::from_millis(80);
+        (verifier, cognito)
+    }
+
+    /// Verifies `token` and says how long the request waited (on the paused clock, only a wait
+    /// for Cognito moves it).
+    async fn timed(verifier: &Verifier, token: &str) -> (Result<CognitoUser, VerifyError>, Duration) {
+        let started = tokio::time::Instant::now();
+        let verdict = verifier.verify(token).await;
+        (verdict, started.elapsed())
+    }
+
+    /// Lets the refresher and its calls run for `d` of the paused clock.
+    async fn settle(d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_in_use_is_refreshed_before_expiry_and_no_request_waits() {
+        let (verifier, cognito) = refreshing();
+        let token = token(&TestSigner::default(), "busy");
+        verifier.verify(&token).await.unwrap();
+        // Twenty seconds of requests every 50 ms: ten TTLs.
+        for _ in 0..400 {
+            settle(Duration::from_millis(50)).await;
+            let (verdict, waited) = timed(&verifier, &token).await;
+            verdict.unwrap();
+            assert_eq!(waited, Duration::ZERO, "a request of a token in use waited on Cognito");
+        }
+        // One call per 0.75 x 2 s to 0.875 x 2 s: 12 to 14 over 20 s, plus the first.
+        let calls = cognito.calls.load(SeqCst);
+        assert!((12..=15).contains(&calls), "{calls} calls over ten TTLs");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_refresh_ahead_each_ttl_a_request_waits() {
+        let (verifier, cognito, _) =
+            fixture_with(|b| b.cache_ttl(Duration::from_secs(2)).refresh_ahead(false));
+        *cognito.delay.lock().unwrap() = Duration::from_millis(80);
+        let token = token(&TestSigner::default(), "busy");
+        verifier.verify(&token).await.unwrap();
+        let mut waits = 0;
+        for _ in 0..200 {
+            settle(Duration::from_millis(50)).await;
+            let (verdict, waited) = timed(&verifier, &token).await;
+            verdict.unwrap();
+            waits += usize::from(waited > Duration::ZERO);
+        }
+        assert!(waits >= 4, "{waits} requests waited over five TTLs");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_token_is_not_refreshed() {
+        let (verifier, cognito) = refreshing();
+        let token = token(&TestSigner::default(), "idle");
+        verifier.verify(&token).await.unwrap();
+        settle(Duration::from_secs(1)).await;
+        verifier.verify(&token).await.unwrap();
+        settle(Duration::from_secs(30)).await;
+        assert_eq!(
+            cognito.calls.load(SeqCst),
+            1,
+            "a token nobody requested past its refresh point was refreshed"
+        );
+        let (verdict, waited) = timed(&verifier, &token).await;
+        verdict.unwrap();
+        assert!(waited >= Duration::from_millis(80), "its next request verifies it");
+        assert_eq!(cognito.calls.load(SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_that_comes_back_not_authorized_makes_the_next_request_a_401_with_no_call() {
+        let (verifier, cognito) = refreshing();
+        let token = token(&TestSigner::default(), "leaver");
+        verifier.verify(&token).await.unwrap();
+        // Signed out elsewhere; the verdict is still fresh.
+        cognito.revoked.lock().unwrap().insert(token.clone());
+        settle(Duration::from_millis(1800)).await;
+        // Past the refresh point: served, and the refresh starts.
+        verifier.verify(&token).await.unwrap();
+        settle(Duration::from_millis(100)).await;
+        assert_eq!(cognito.calls.load(SeqCst), 2);
+        assert_eq!(
+            verifier.verify(&token).await.unwrap_err(),
+            VerifyError::Rejected(Rejection::NotAuthorized)
+        );
+        assert_eq!(cognito.calls.load(SeqCst), 2, "the rejection was not remembered");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_invalidation_during_a_refresh_in_flight_is_not_undone_by_it() {
+        let (verifier, cognito) = refreshing();
+        *cognito.delay.lock().unwrap() = Duration::from_millis(150);
+        let token = token(&TestSigner::default(), "changed");
+        verifier.verify(&token).await.unwrap();
+        settle(Duration::from_millis(1800)).await;
+        verifier.verify(&token).await.unwrap();
+        // The refresh is on its way to Cognito: the app drops the user's verdicts.
+        settle(Duration::from_millis(50)).await;
+        assert_eq!(cognito.calls.load(SeqCst), 2);
+        verifier.invalidate_user("changed").await;
+        settle(Duration::from_millis(200)).await;
+        // The refresh's answer came back after the invalidation: it must not be served.
+        let (verdict, waited) = timed(&verifier, &token).await;
+        verdict.unwrap();
+        assert!(waited > Duration::ZERO, "served the answer of a refresh an invalidation overtook");
+        assert_eq!(cognito.calls.load(SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_that_meets_an_outage_serves_until_the_ttl_then_the_outage_policy_applies() {
+        let (verifier, cognito) = refreshing();
+        let token = token(&TestSigner::default(), "outage");
+        verifier.verify(&token).await.unwrap();
+        cognito.down.store(true, SeqCst);
+        settle(Duration::from_millis(1600)).await;
+        verifier.verify(&token).await.unwrap();
+        settle(Duration::from_millis(200)).await;
+        // The refresh failed: the verdict still serves, and no request waits, within its TTL.
+        let (verdict, waited) = timed(&verifier, &token).await;
+        verdict.unwrap();
+        assert_eq!(waited, Duration::ZERO);
+        settle(Duration::from_millis(250)).await;
+        // Past the TTL (2 s after the first call): not one verdict older than the TTL.
+        let unavailable = verifier.verify(&token).await.unwrap_err();
+        assert!(unavailable.is_unavailable(), "{unavailable:?}");
+        cognito.down.store(false, SeqCst);
+        verifier.verify(&token).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_user_with_50_tokens_stays_under_the_per_user_rate() {
+        let (verifier, cognito, _) = fixture_with(|b| {
+            b.cache_ttl(Duration::from_secs(10))
+                .max_get_user_per_user_per_second(5)
+                .max_get_user_in_flight(1000)
+        });
+        let signer = TestSigner::default();
+        let tokens: Vec<String> = (0..50)
+            .map(|i| {
+                let mut claims = access_claims(POOL, CLIENT, "many", 3600);
+                claims["origin_jti"] = format!("device-{i}").into();
+                claims["jti"] = format!("jti-{i}").into();
+                signer.sign(&claims)
+            })
+            .collect();
+        // The first verifications come in at 5 a second: the rate holds them to it.
+        for token in &tokens {
+            while verifier.verify(token).await.is_err() {
+                settle(Duration::from_millis(100)).await;
+            }
+        }
+        let (warmed, started) = (cognito.calls.load(SeqCst), tokio::time::Instant::now());
+        // A minute of every token in use: each would be refreshed about every 8 s.
+        let mut refused = 0;
+        for _ in 0..600 {
+            for token in &tokens {
+                refused += usize::from(verifier.verify(token).await.is_err());
+            }
+            settle(Duration::from_millis(100)).await;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let rate = (cognito.calls.load(SeqCst) - warmed) as f64 / secs;
+        eprintln!("{rate:.2} calls a second for one user over {secs:.0} s; {refused} requests refused");
+        assert!(rate <= 5.2, "{rate} calls a second for one user");
     }
 }

@@ -387,3 +387,69 @@ async fn the_example_server_refuses_a_disabled_user_within_2_s_of_the_event() {
     eprintln!("401 {:?} after the event", published.elapsed());
     assert_eq!(get_with_token(addr, "/me", &bob).await.status, 200);
 }
+
+/// The shutdown contract, on a verifier with every background task the crate has: the events
+/// consumer (in its 20 s long poll), the Redis invalidation listener, the budget's window and the
+/// key loader (its JWKS does not answer). Once `HttpServer` has stopped and the verifier is
+/// dropped, none of them is left: each ends at its next await.
+#[cfg(feature = "redis")]
+#[actix_web::test]
+async fn after_the_server_stops_and_the_verifier_is_dropped_no_task_of_the_crate_is_left() {
+    use actix_web::{web, App, HttpServer};
+
+    let s = common::seeded("shutdown").await;
+    let feed = Feed::new("shutdown", &s.pool.pool_id).await;
+    let redis = crate::fleet::Redis::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let before = tasks();
+    let verifier = s
+        .verifier()
+        .sdk_config(&shared_config())
+        .endpoint_url(s.proxy.endpoint())
+        .jwks_url(format!("http://{closed}/jwks.json"))
+        .cache_ttl(Duration::from_secs(1))
+        .get_user_budget(5)
+        .max_cache_ttl(Duration::from_secs(60))
+        .events_queue(&feed.queue_url)
+        .redis(redis.url())
+        .build()
+        .unwrap();
+    assert!(verifier.hydrate().await.is_err(), "the keys cannot be fetched");
+    let background = tasks() - before;
+    assert!(background >= 4, "{background} background tasks: expected the four of the crate");
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = HttpServer::new({
+        let verifier = verifier.clone();
+        move || {
+            App::new().app_data(web::Data::new(verifier.clone())).route(
+                "/ready",
+                web::get().to(|v: web::Data<Verifier>| async move { v.readiness().ready.to_string() }),
+            )
+        }
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    let running = actix_web::rt::spawn(server);
+    assert_eq!(common::http::get(addr, "/ready", &[]).await.body, "false");
+    handle.stop(true).await;
+    running.await.unwrap().unwrap();
+    drop(verifier);
+
+    let stopped = Instant::now();
+    while tasks() > before {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "{} of the crate's tasks still running 5 s after the verifier was dropped",
+            tasks() - before
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("{background} background tasks ended {:?} after the verifier was dropped", stopped.elapsed());
+}

@@ -7,7 +7,25 @@ use common::example::start;
 use common::http::{get, get_with_token};
 use common::PASSWORD;
 
+/// The budget tests, one at a time: each makes 100 first calls, and two such bursts at once
+/// are more than moto answers within the SDK's attempt timeout on a busy two-core machine.
+static MOTO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Verifies each token once, a few at a time: the first calls of a population that arrives at
+/// once are a burst that the budget cannot spread, and moto answers it slowly.
+async fn warm(tokens: &[String], verify: impl Fn(String) -> tokio::task::JoinHandle<u16>) {
+    for chunk in tokens.chunks(8) {
+        let replies: Vec<_> = chunk.iter().map(|t| verify(t.clone())).collect();
+        for reply in replies {
+            assert_eq!(reply.await.unwrap(), 200, "a first verification failed");
+        }
+    }
+}
+
 /// `n` distinct access tokens of alice, each from its own sign-in.
+///
+/// They stand for `n` users' tokens: the verifiers under test lift the per-user call rate,
+/// which one user's 100 tokens would otherwise meet (as they would Cognito's own).
 async fn tokens(s: &common::Seeded, n: usize) -> Vec<String> {
     let mut tokens = Vec::with_capacity(n);
     for _ in 0..n {
@@ -20,6 +38,7 @@ async fn tokens(s: &common::Seeded, n: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn a_budget_keeps_100_tokens_under_it_and_the_ttl_follows_the_population() {
+    let _moto = MOTO.lock().await;
     let s = common::seeded("budget").await;
     let tokens = tokens(&s, 100).await;
     let verifier = s
@@ -27,9 +46,21 @@ async fn a_budget_keeps_100_tokens_under_it_and_the_ttl_follows_the_population()
         .cache_ttl(Duration::from_secs(1))
         .get_user_budget(5)
         .max_cache_ttl(Duration::from_secs(300))
+        .max_get_user_per_user_per_second(1000)
         .build()
         .unwrap();
     assert_eq!(verifier.effective_cache_ttl(), Duration::from_secs(1));
+    warm(&tokens, |t| {
+        let v = verifier.clone();
+        tokio::spawn(async move {
+            if v.verify(&t).await.is_ok() {
+                200
+            } else {
+                503
+            }
+        })
+    })
+    .await;
 
     // 100 tokens, each twice a second (spread over the half second, as clients are): a fixed
     // 1 s TTL would cost 100 calls a second.
@@ -59,9 +90,10 @@ async fn a_budget_keeps_100_tokens_under_it_and_the_ttl_follows_the_population()
     }
     let calls = s.proxy.get_user_calls() - settled_at.unwrap();
     let ttl = verifier.effective_cache_ttl();
-    // About 100 / (0.85 x 5) = 23.5 s; the expiries spread over it, so any 10 s cost about 43
-    // calls: under the budget's 50, with room for the hash spread's noise.
-    assert!((Duration::from_secs(18)..=Duration::from_secs(27)).contains(&ttl), "{ttl:?}");
+    // About 100 / (0.85 x 5 x 0.75) = 31.4 s (refresh-ahead spends a call per 0.75 of the
+    // TTL); the calls spread over it, so any 10 s cost about 43: under the budget's 50, with
+    // room for the hash spread's noise.
+    assert!((Duration::from_secs(25)..=Duration::from_secs(38)).contains(&ttl), "{ttl:?}");
     eprintln!("{calls} GetUser calls from 6 s to 16 s; effective TTL {ttl:?}");
     assert!(calls <= 60, "{calls} calls in 10 s with a budget of 5 a second");
 
@@ -101,6 +133,7 @@ async fn a_budget_needs_a_ceiling_above_its_floor_and_a_ceiling_needs_a_budget()
 /// The bar, through the example server: 100 tokens twice a second for 30 s with a budget of 5.
 #[tokio::test]
 async fn the_example_server_keeps_100_tokens_within_a_budget_of_5() {
+    let _moto = MOTO.lock().await;
     let s = common::seeded("budget-example").await;
     let tokens = tokens(&s, 100).await;
     let endpoint = s.proxy.endpoint();
@@ -110,10 +143,12 @@ async fn the_example_server_keeps_100_tokens_within_a_budget_of_5() {
         ("COGNITO_CACHE_TTL_SECS", "1"),
         ("COGNITO_MAX_CACHE_TTL_SECS", "300"),
         ("COGNITO_GET_USER_BUDGET", "5"),
+        ("COGNITO_MAX_CALLS_PER_USER", "1000"),
         ("AWS_ENDPOINT_URL", &endpoint),
     ])
     .await;
     let addr = server.addr;
+    warm(&tokens, |t| tokio::spawn(async move { get_with_token(addr, "/me", &t).await.status })).await;
     let started = Instant::now();
     let mut last_ten = None;
     while started.elapsed() < Duration::from_secs(30) {
@@ -142,6 +177,6 @@ async fn the_example_server_keeps_100_tokens_within_a_budget_of_5() {
         .unwrap_or_else(|| panic!("no effective TTL gauge in {metrics}"))
         .parse()
         .unwrap();
-    assert!((18.0..=27.0).contains(&ttl), "{ttl}");
+    assert!((25.0..=38.0).contains(&ttl), "{ttl}");
     eprintln!("GetUser calls in the last 10 s: {calls}; effective TTL {ttl} s");
 }
