@@ -7,13 +7,17 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The fleet-mode tests start redis-servers of their own.
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "installing redis-server (Debian package) for the fleet-mode tests" >&2
+# The fleet-mode tests start redis-servers of their own, the dashboard test a Prometheus.
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
+if [ -n "$missing" ]; then
+    echo "installing$missing (Debian packages) for the fleet-mode and dashboard tests" >&2
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >&2
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >&2
 fi
 
 started=""

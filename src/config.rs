@@ -448,9 +448,9 @@ impl VerifierBuilder {
     /// the call that made it, a refresh that Cognito refuses replaces the verdict with the
     /// rejection at once, and invalidations win over refreshes in flight. Idle tokens are never
     /// refreshed. A token in use costs `1 / fraction` calls per TTL instead of one (1.33 at
-    /// 0.75); with a [`get_user_budget`](Self::get_user_budget), the TTL stretches by as much to
-    /// stay under it. `false` verifies expired verdicts on the request path, as a plain cache
-    /// does.
+    /// 0.75). With a [`get_user_budget`](Self::get_user_budget), whose TTL is long and whose
+    /// verdicts end on a grid that spreads the calls, refresh-ahead is off. `false` verifies
+    /// expired verdicts on the request path, as a plain cache does.
     pub fn refresh_ahead(mut self, on: bool) -> Self {
         self.cache.refresh_ahead =
             on.then_some(self.cache.refresh_ahead.unwrap_or(crate::cache::DEFAULT_REFRESH_AHEAD));
@@ -636,7 +636,12 @@ impl VerifierBuilder {
                 max_attempts: self.max_attempts,
                 retry_after: self.retry_after,
             },
-            cache: CacheSettings { budget, refresh_retry: self.retry_after, ..self.cache },
+            cache: CacheSettings {
+                refresh_ahead: self.cache.refresh_ahead.filter(|_| budget.is_none()),
+                budget,
+                refresh_retry: self.retry_after,
+                ..self.cache
+            },
             pools,
             max_in_flight: self.max_in_flight,
             max_per_second,
@@ -856,9 +861,9 @@ impl VerifierBuilder {
         let fleet = self.redis.is_some();
         #[cfg(not(feature = "redis"))]
         let fleet = false;
-        // Refresh-ahead spends a call per `fraction` of the TTL on each token in use.
-        let calls_per_ttl = 1.0 / self.cache.refresh_ahead.unwrap_or(1.0);
-        Ok(Some(BudgetSettings { per_second, max_ttl, fleet, calls_per_ttl }))
+        // With a budget, verdicts end on its grid and are verified on the request path:
+        // refresh-ahead is off (see `refresh_ahead`).
+        Ok(Some(BudgetSettings { per_second, max_ttl, fleet, fraction: 1.0 }))
     }
 
     /// Cognito's two issuer forms, in the region's partition; an emulator's; `allow_issuer`'s.

@@ -14,8 +14,8 @@
 //!   wins: its answer is dropped. A refresh that meets an outage changes nothing: the verdict
 //!   serves until it expires, then the request path (and its outage policy) applies.
 //! - **What it costs.** A token in use costs one call per `fraction x TTL` instead of one per
-//!   TTL (1.33x at 0.75); a `get_user_budget` counts with it, so its TTL stretches by
-//!   `1 / fraction` to keep the calls under the budget. Refreshes pass the quota guard like
+//!   TTL (1.33x at 0.75). With a `get_user_budget` it is off: that TTL is long, and its
+//!   verdicts end on a grid that spreads the calls evenly. Refreshes pass the quota guard like
 //!   every call, the per-user rate among them (`max_get_user_per_user_per_second`).
 //!
 //! The hit path only flips an atomic and hands the token to a bounded queue; the refresher is a

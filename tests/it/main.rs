@@ -16,6 +16,7 @@ mod fleet;
 mod hostile;
 mod middleware;
 mod operations;
+mod prometheus;
 mod scale;
 mod signature;
 mod verify;
