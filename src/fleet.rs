@@ -122,6 +122,7 @@ impl StoredUser {
 const VERSION: u8 = 3;
 
 /// How long a handled event is remembered: EventBridge retries a delivery for up to 24 hours.
+#[cfg(feature = "events")]
 const EVENT_MARK_MS: u64 = 24 * 3600 * 1000;
 
 /// An invalidation, as broadcast.
@@ -321,6 +322,7 @@ impl Fleet {
     }
 
     /// A CloudTrail event about `sub` that an instance has handled.
+    #[cfg(feature = "events")]
     fn event_key(&self, sub: &str, event_id: &str) -> String {
         format!("{}e:{{{sub}}}:{event_id}", self.settings.prefix)
     }
@@ -692,6 +694,7 @@ impl Fleet {
     /// Whether an instance has handled this event about `sub` (CloudTrail's `eventID`). `false`
     /// when Redis cannot say or the mark lacks the fleet's MAC: the event is handled again,
     /// which costs calls, never a revocation.
+    #[cfg(feature = "events")]
     pub(crate) async fn event_handled(&self, sub: &str, event_id: &str) -> bool {
         let name = self.event_key(sub, event_id);
         let raw: Option<Option<Vec<u8>>> = self
@@ -704,6 +707,7 @@ impl Fleet {
     }
 
     /// Marks an event handled for a day, as long as EventBridge may deliver it again.
+    #[cfg(feature = "events")]
     pub(crate) async fn event_done(&self, sub: &str, event_id: &str) {
         let name = self.event_key(sub, event_id);
         let value = self.seal(&name, b"1".to_vec());
