@@ -233,6 +233,18 @@ impl Expiry<FastKey, Entry> for UntilExpiry {
     ) -> Option<Duration> {
         Some(value.until.saturating_duration_since(Instant::from_std(now)))
     }
+
+    /// A refresh replaces an entry: the new verdict's life, not what was left of the old one's
+    /// (moka's default for an update).
+    fn expire_after_update(
+        &self,
+        _key: &FastKey,
+        value: &Entry,
+        now: std::time::Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.until.saturating_duration_since(Instant::from_std(now)))
+    }
 }
 
 /// Heap bytes an entry holds beyond its principal, as an allocator counts them (`tests/memory.rs`

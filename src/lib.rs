@@ -53,6 +53,30 @@
 //! `token_use`, `iss`, `client_id`, `exp`), the signature against the pool's JWKS, the verdict
 //! cache (single flight, capped at `exp`, bounded in bytes), then `GetUser`; the middleware
 //! turns the verdict into 401, 403 or 503, and the extractors hand the principal to handlers.
+//! A verdict of a token in use is refreshed in the background before it expires
+//! ([`VerifierBuilder::refresh_ahead`]), so requests do not wait on Cognito once per TTL.
+//!
+//! # Features
+//!
+//! | feature | what it adds | what it pulls in |
+//! | --- | --- | --- |
+//! | *(none)* | the verifier, the middleware and extractors, metrics through the `metrics` facade ([`telemetry`]) | the AWS SDK's Cognito client (aws-lc TLS), moka, jsonwebtoken |
+//! | `redis` | fleet mode: verdicts shared and sign-outs broadcast through Redis ([`VerifierBuilder::redis`]) | `redis` (tokio, rustls on aws-lc, cluster) |
+//! | `events` | revocations made elsewhere, from Cognito's CloudTrail events ([`VerifierBuilder::events_queue`]) | `aws-sdk-sqs` |
+//! | `test-util` | `testing`: seeding an emulator, a test signer, a fake Cognito | hyper's server and client |
+//! | `fuzzing` | the token parser for the fuzz targets; not a public API | nothing |
+//!
+//! # Background tasks and shutdown
+//!
+//! A verifier starts its background tasks (the key loader, the refresher, and with the features
+//! the Redis invalidation listener, the events consumer and the budget's window) on the Tokio
+//! runtime it is built in, or at [`Verifier::hydrate`]. Each holds the verifier weakly and ends
+//! at its next await once the last clone is dropped: drop it after `HttpServer::run` returns.
+//! Work in hand is finished first; an SQS message received but not handled is left on the queue.
+//!
+//! # Minimum Rust version
+//!
+//! 1.94.1, the AWS SDK's own. It follows the SDK's; a raise is a minor version.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]

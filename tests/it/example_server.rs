@@ -209,3 +209,53 @@ async fn the_example_server_serves_two_pools_and_refuses_a_third_without_a_call(
     assert_eq!(get_with_token(server.addr, "/me", &carol.access).await.status, 401);
     assert_eq!(s.proxy.get_user_calls(), 2);
 }
+
+/// The value of one series in a Prometheus text page; 0 when absent.
+fn series(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// Refresh-ahead through the example server: Cognito 80 ms away, a 4 s TTL, five tokens in use
+/// for three TTLs. No request after the first of each token is a cache miss (none waited on
+/// `GetUser`), and each token costs at most 1.5 calls per TTL.
+#[tokio::test]
+async fn the_example_server_refreshes_tokens_in_use_so_that_no_request_waits_on_cognito() {
+    let s = seeded("refresh-example").await;
+    let mut tokens = Vec::new();
+    for _ in 0..5 {
+        tokens.push(s.pool.sign_in(&s.pool.client_id, "alice", PASSWORD).await.unwrap().access);
+    }
+    s.proxy.set_latency(std::time::Duration::from_millis(80));
+    let endpoint = s.proxy.endpoint();
+    let server = start(&[
+        ("COGNITO_USER_POOL_ID", &s.pool.pool_id),
+        ("COGNITO_CLIENT_ID", &s.pool.client_id),
+        ("COGNITO_CACHE_TTL_SECS", "4"),
+        ("AWS_ENDPOINT_URL", &endpoint),
+    ])
+    .await;
+    let addr = server.addr;
+    for token in &tokens {
+        assert_eq!(get_with_token(addr, "/me", token).await.status, 200);
+    }
+    let misses = |page: &str| series(page, "actix_cognito_cache_misses_total{level=\"local\"}");
+    let before = get(addr, "/metrics", &[]).await.body;
+    let calls_before = s.proxy.get_user_calls();
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(12) {
+        for token in &tokens {
+            let reply = get_with_token(addr, "/me", token).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let after = get(addr, "/metrics", &[]).await.body;
+    let calls = s.proxy.get_user_calls() - calls_before;
+    let renewed = series(&after, "actix_cognito_refreshes_total{outcome=\"renewed\"}");
+    eprintln!("over 3 TTLs: {calls} GetUser calls for 5 tokens, {renewed} refreshes renewed");
+    assert_eq!(misses(&after), misses(&before), "a request of a token in use waited on GetUser");
+    assert!(renewed >= 10.0, "{renewed} refreshes for 5 tokens over 3 TTLs");
+    assert!(calls as f64 <= 5.0 * 3.0 * 1.5, "{calls} calls for 5 tokens over 3 TTLs");
+}

@@ -57,7 +57,9 @@ impl Prometheus {
             });
         let prometheus = Prometheus { child, addr: ([127, 0, 0, 1], port).into(), _dir: TempDir(dir) };
         let started = Instant::now();
-        while get(prometheus.addr, "/-/ready", &[]).await.status != 200 {
+        while tokio::net::TcpStream::connect(prometheus.addr).await.is_err()
+            || get(prometheus.addr, "/-/ready", &[]).await.status != 200
+        {
             assert!(started.elapsed() < Duration::from_secs(30), "prometheus did not become ready");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
