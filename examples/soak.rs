@@ -65,9 +65,11 @@ async fn main() {
 
     let fake = FakeCognito::user("soak", &[("email", "soak@example.com")]).await.unwrap();
     fake.set_latency(Duration::from_millis(2));
+    // One fake user's tokens stand for many users: no per-user call rate.
     let verifier = Verifier::builder(POOL)
         .client_id(CLIENT)
         .endpoint_url(fake.endpoint())
+        .max_get_user_per_user_per_second(u32::MAX)
         .cache_ttl(Duration::from_secs(2))
         .cache_capacity(1_000)
         .negative_ttl(Duration::from_secs(1))
