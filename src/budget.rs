@@ -45,10 +45,6 @@ pub(crate) struct BudgetSettings {
     pub(crate) max_ttl: Duration,
     /// Fleet mode: the population is counted fleet-wide, through Redis.
     pub(crate) fleet: bool,
-    /// Refresh-ahead's share of a verdict's life after which it is refreshed; 1 without it.
-    /// Each token in use then costs `1 / fraction` calls per TTL, and the grid's period is
-    /// `fraction x TTL`.
-    pub(crate) fraction: f64,
 }
 
 /// The most tokens handed to the fleet's count per flush.
@@ -203,8 +199,7 @@ impl Budget {
             }
         }
         let wanted = Duration::from_secs_f64(
-            (active / (self.settings.fraction * f64::from(self.settings.per_second) * HEADROOM))
-                .min(24.0 * 3600.0),
+            (active / (f64::from(self.settings.per_second) * HEADROOM)).min(24.0 * 3600.0),
         );
         let ttl = wanted.clamp(self.floor, self.settings.max_ttl.max(self.floor));
         let before = self.effective_ms.swap(ttl.as_millis() as u64, Relaxed);
@@ -252,24 +247,14 @@ impl Budget {
     /// settling after a move, so that the verdicts made meanwhile join the new grid). `unix_ms` dates the grid, so that
     /// every instance of a fleet puts a token at the same point.
     pub(crate) fn ttl_for(&self, key: &TokenKey, unix_ms: u64) -> Duration {
-        match self.grid(key, unix_ms) {
-            Some((left, _)) => left.max(self.floor),
-            None => self.floor,
-        }
-    }
-
-    /// While the TTL is above its floor and settled: how long from `unix_ms` to the token's next
-    /// point on the grid, and the grid's period (`fraction x TTL`: with refresh-ahead, a token
-    /// in use is refreshed once per period, each time shortly before one of its points).
-    pub(crate) fn grid(&self, key: &TokenKey, unix_ms: u64) -> Option<(Duration, Duration)> {
         let ttl = self.evaluate();
         if ttl <= self.floor || self.population.now_ms() < self.settling_until_ms.load(Relaxed) {
-            return None;
+            return ttl.min(self.floor);
         }
-        let period = ((ttl.as_millis() as f64 * self.settings.fraction) as u64).max(1);
+        let period = ttl.as_millis() as u64;
         let phase = u64::from_le_bytes(key[8..16].try_into().expect("8 bytes")) % period;
         let left = period - (unix_ms.wrapping_add(phase) % period);
-        Some((Duration::from_millis(left), Duration::from_millis(period)))
+        Duration::from_millis(left).max(self.floor)
     }
 }
 
@@ -282,8 +267,7 @@ mod tests {
     }
 
     fn budget(per_second: u32, floor: u64, max: u64) -> Budget {
-        let settings =
-            BudgetSettings { per_second, max_ttl: Duration::from_secs(max), fleet: false, fraction: 1.0 };
+        let settings = BudgetSettings { per_second, max_ttl: Duration::from_secs(max), fleet: false };
         Budget::new(settings, Duration::from_secs(floor), Gauge::noop())
     }
 
@@ -342,8 +326,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn in_a_fleet_the_fleets_count_wins_while_it_is_fresh() {
-        let settings =
-            BudgetSettings { per_second: 5, max_ttl: Duration::from_secs(300), fleet: true, fraction: 1.0 };
+        let settings = BudgetSettings { per_second: 5, max_ttl: Duration::from_secs(300), fleet: true };
         let b = Budget::new(settings, Duration::from_secs(1), Gauge::noop());
         for i in 0..50 {
             b.observe(&key(i));

@@ -557,41 +557,17 @@ impl VerdictCache {
         at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
-    /// How long a refreshed verdict of `key`, made now, is kept (before `exp` caps it): the
-    /// TTL, or with a budget's grid, until the token's point after next (a period on from the
-    /// point the old verdict ends on, which is less than the TTL away: see [`Budget::grid`]), so
-    /// that refreshes stay spread over the grid as first loads are.
-    fn refreshed_ttl(&self, key: &TokenKey) -> Duration {
-        let Some(budget) = &self.budget else { return self.settings.ttl };
-        let now_ms = crate::token::unix_ms().max(0) as u64;
-        match budget.grid(key, now_ms) {
-            Some((left, period)) => left.saturating_add(period).min(budget.effective()),
-            // Below the floor or settling: as a first load.
-            None => budget.ttl_for(key, now_ms),
-        }
-    }
-
     /// Where a verdict made at `now` with `life` is due for a refresh: at the configured share
-    /// of its life (on a budget's grid: that share of the TTL before its end), plus this
-    /// cache's own share of the rest, up to half (so that the instances of a fleet do not
-    /// refresh one token at the same moment, and the later ones find the first one's verdict in
-    /// Redis).
+    /// of its life, plus this cache's own share of the rest, up to half (so that the instances
+    /// of a fleet do not refresh one token at the same moment, and the later ones find the
+    /// first one's verdict in Redis).
     fn refresh_point(&self, principal: &Principal, fast: FastKey, now: Instant, life: Duration) -> u64 {
         let Some(fraction) = self.settings.refresh_ahead else { return NEVER };
         if principal.user().is_none() || life < MIN_REFRESHED_LIFE {
             return NEVER;
         }
         let spread = ((fast >> 40) % 1024) as f64 / 1024.0 / 2.0;
-        let on_grid = self.budget.as_ref().is_some_and(|b| b.grid(&[0; 32], 0).is_some());
-        let ahead = match on_grid {
-            true => self.effective_ttl().mul_f64((1.0 - fraction) * (1.0 - spread)),
-            false => life.mul_f64((1.0 - fraction) * (1.0 - spread)),
-        };
-        // A first verdict that ends that close to its grid point is not worth a refresh: the
-        // request path reloads it there, as often.
-        if ahead >= life {
-            return NEVER;
-        }
+        let ahead = life.mul_f64((1.0 - fraction) * (1.0 - spread));
         self.ms(now) + life.saturating_sub(ahead).as_millis() as u64
     }
 
@@ -693,7 +669,9 @@ impl VerdictCache {
                 if let Some(budget) = &self.budget {
                     budget.observe(&key);
                 }
-                let ttl = if refresh { self.refreshed_ttl(&key) } else { self.ttl_for(&key) };
+                // A refresh (never under a budget, whose grid spreads first loads) lives the
+                // whole TTL from its call.
+                let ttl = if refresh { self.effective_ttl() } else { self.ttl_for(&key) };
                 let life = until_exp(principal.exp());
                 if let (Some(stale), Some(grace), false) =
                     (&self.stale, self.settings.stale_grace, flight.revoked())

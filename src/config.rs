@@ -637,6 +637,8 @@ impl VerifierBuilder {
                 retry_after: self.retry_after,
             },
             cache: CacheSettings {
+                // With a budget, verdicts end on its grid and are verified on the request path
+                // (see `refresh_ahead`).
                 refresh_ahead: self.cache.refresh_ahead.filter(|_| budget.is_none()),
                 budget,
                 refresh_retry: self.retry_after,
@@ -861,9 +863,7 @@ impl VerifierBuilder {
         let fleet = self.redis.is_some();
         #[cfg(not(feature = "redis"))]
         let fleet = false;
-        // With a budget, verdicts end on its grid and are verified on the request path:
-        // refresh-ahead is off (see `refresh_ahead`).
-        Ok(Some(BudgetSettings { per_second, max_ttl, fleet, fraction: 1.0 }))
+        Ok(Some(BudgetSettings { per_second, max_ttl, fleet }))
     }
 
     /// Cognito's two issuer forms, in the region's partition; an emulator's; `allow_issuer`'s.

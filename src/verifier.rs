@@ -1309,6 +1309,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn under_a_call_budget_verdicts_are_verified_on_the_request_path() {
+        let (verifier, cognito, _) =
+            fixture_with(|b| b.cache_ttl(Duration::from_secs(2)).get_user_budget(100));
+        *cognito.delay.lock().unwrap() = Duration::from_millis(80);
+        let token = token(&TestSigner::default(), "budgeted");
+        verifier.verify(&token).await.unwrap();
+        let mut waits = 0;
+        for _ in 0..100 {
+            settle(Duration::from_millis(50)).await;
+            let (verdict, waited) = timed(&verifier, &token).await;
+            verdict.unwrap();
+            waits += usize::from(waited > Duration::ZERO);
+        }
+        // Five seconds at the 2 s floor: a reload on the request path at each expiry, no refresh.
+        assert!(waits >= 2, "{waits} requests waited");
+        assert_eq!(cognito.calls.load(SeqCst), 1 + waits as u64);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_idle_token_is_not_refreshed() {
         let (verifier, cognito) = refreshing();
         let token = token(&TestSigner::default(), "idle");
