@@ -4,7 +4,7 @@ use crate::common;
 
 use common::example::{command, start};
 use common::http::{get, get_with_token};
-use common::{seeded, PASSWORD};
+use common::{sample, seeded, PASSWORD};
 
 #[tokio::test]
 async fn the_example_server_behaves_as_documented() {
@@ -210,13 +210,6 @@ async fn the_example_server_serves_two_pools_and_refuses_a_third_without_a_call(
     assert_eq!(s.proxy.get_user_calls(), 2);
 }
 
-/// The value of one series in a Prometheus text page; 0 when absent.
-fn series(page: &str, name: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
 /// Refresh-ahead through the example server: Cognito 80 ms away, a 6 s TTL (a refresh has 0.75
 /// to 1.5 s to come back, ample on a busy machine), five tokens in use for three TTLs. No request after the first of each token is a cache miss (none waited on
 /// `GetUser`), and each token costs at most 1.5 calls per TTL.
@@ -240,7 +233,7 @@ async fn the_example_server_refreshes_tokens_in_use_so_that_no_request_waits_on_
     for token in &tokens {
         assert_eq!(get_with_token(addr, "/me", token).await.status, 200);
     }
-    let misses = |page: &str| series(page, "actix_cognito_cache_misses_total{level=\"local\"}");
+    let misses = |page: &str| sample(page, "actix_cognito_cache_misses_total{level=\"local\"}");
     let before = get(addr, "/metrics", &[]).await.body;
     let calls_before = s.proxy.get_user_calls();
     let started = std::time::Instant::now();
@@ -253,7 +246,7 @@ async fn the_example_server_refreshes_tokens_in_use_so_that_no_request_waits_on_
     }
     let after = get(addr, "/metrics", &[]).await.body;
     let calls = s.proxy.get_user_calls() - calls_before;
-    let renewed = series(&after, "actix_cognito_refreshes_total{outcome=\"renewed\"}");
+    let renewed = sample(&after, "actix_cognito_refreshes_total{outcome=\"renewed\"}");
     eprintln!("over 3 TTLs: {calls} GetUser calls for 5 tokens, {renewed} refreshes renewed");
     assert_eq!(misses(&after), misses(&before), "a request of a token in use waited on GetUser");
     assert!(renewed >= 10.0, "{renewed} refreshes for 5 tokens over 3 TTLs");

@@ -835,3 +835,19 @@ async fn a_forged_watermark_broadcast_refuses_no_one_when_the_fleet_has_a_secret
     v.invalidate_token(&token).await;
     v.verify(&token).await.unwrap();
 }
+
+/// Built outside a runtime (before `#[actix_web::main]` starts one, say), a verifier cannot
+/// subscribe at once: it must at `hydrate`, not consider itself subscribed for good.
+#[tokio::test]
+async fn a_verifier_built_outside_a_runtime_subscribes_when_hydrated() {
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
+    let builder = member(&fake, redis.url());
+    let outside = std::thread::spawn(move || builder.build().unwrap()).join().unwrap();
+    outside.hydrate().await.unwrap();
+    let other = member(&fake, redis.url()).build_hydrated().await.unwrap();
+    let token = fake_token("built-outside", 3600);
+    outside.verify(&token).await.unwrap();
+    fake.revoke(&token);
+    other.invalidate_token(&token).await;
+    refused_within(&outside, &token, Instant::now(), Duration::from_secs(2)).await;
+}

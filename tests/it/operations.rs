@@ -8,15 +8,8 @@ use actix_cognito::testing::{Behaviour, FakeCognito};
 use actix_cognito::{Verifier, VerifierBuilder};
 use common::example::start;
 use common::http::{get, get_with_token};
-use common::{fake_token, FAKE_CLIENT, FAKE_POOL};
+use common::{fake_token, sample, FAKE_CLIENT, FAKE_POOL};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-/// The value of one sample (`name{labels}`) in a Prometheus text page; 0 when absent.
-fn sample(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
 
 /// A verifier whose metrics go to a recorder of the test's own.
 fn measured(builder: VerifierBuilder) -> (Verifier, PrometheusHandle) {
