@@ -84,9 +84,10 @@ pub(crate) struct Claims {
     pub(crate) iss: String,
     #[serde(default)]
     pub(crate) client_id: Option<String>,
-    /// An ID token's app client.
-    #[serde(default)]
-    pub(crate) aud: Option<String>,
+    /// The audiences: an ID token's app client; an access token's resource, where managed
+    /// login binds it (RFC 8707). One string or an array, as RFC 7519 allows.
+    #[serde(default, deserialize_with = "audiences")]
+    pub(crate) aud: Vec<String>,
     pub(crate) exp: i64,
     #[serde(default)]
     pub(crate) iat: Option<i64>,
@@ -105,7 +106,27 @@ pub(crate) struct Claims {
     pub(crate) origin_jti: Option<String>,
 }
 
+/// `aud` as one string, an array of them, or `null`.
+fn audiences<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        Some(OneOrMany::One(aud)) => vec![aud],
+        Some(OneOrMany::Many(auds)) => auds,
+        None => Vec::new(),
+    })
+}
+
 impl Claims {
+    /// The first audience that is one of `client_ids`.
+    pub(crate) fn client_audience<'a>(&'a self, client_ids: &[String]) -> Option<&'a str> {
+        self.aud.iter().find(|a| client_ids.contains(a)).map(String::as_str)
+    }
+
     pub(crate) fn scopes(&self) -> impl Iterator<Item = &str> {
         self.scope.as_deref().unwrap_or("").split_ascii_whitespace()
     }
@@ -203,9 +224,8 @@ impl ClaimPolicy {
             return Err(Rejection::NotAccessToken);
         }
         let pool = self.pool_of(&claims.iss).ok_or(Rejection::WrongIssuer)?;
-        match &claims.aud {
-            Some(aud) if self.client_ids.iter().any(|c| c == aud) => {}
-            _ => return Err(Rejection::WrongClient),
+        if claims.client_audience(&self.client_ids).is_none() {
+            return Err(Rejection::WrongClient);
         }
         if claims.exp.saturating_add(self.leeway_secs) <= now {
             return Err(Rejection::Expired);
@@ -273,6 +293,34 @@ mod tests {
             leeway_secs: 0,
             max_len: 8192,
         }
+    }
+
+    #[test]
+    fn an_audience_is_one_string_or_an_array_as_rfc_7519_allows() {
+        for aud in [
+            serde_json::json!("https://api.example.com"),
+            serde_json::json!(["https://api.example.com", "x"]),
+        ] {
+            let parsed = parse(claims(&[("aud", aud.clone())]).as_bytes(), 8192).unwrap();
+            assert_eq!(parsed.aud[0], "https://api.example.com", "{aud}");
+            assert_eq!(policy().check(&parsed, 1_900_000_000), Ok(0), "{aud}");
+        }
+        let none = parse(claims(&[("aud", serde_json::Value::Null)]).as_bytes(), 8192).unwrap();
+        assert!(none.aud.is_empty());
+        let mut id = serde_json::from_str::<serde_json::Value>(
+            &String::from_utf8(URL_SAFE_NO_PAD.decode(claims(&[]).split('.').nth(1).unwrap()).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        id["token_use"] = "id".into();
+        id["aud"] = serde_json::json!(["other", "client1"]);
+        let parsed = parse(token(r#"{"alg":"RS256"}"#, &id.to_string()).as_bytes(), 8192).unwrap();
+        assert_eq!(policy().check_id(&parsed, 1_900_000_000), Ok(0));
+        assert_eq!(parsed.client_audience(&policy().client_ids), Some("client1"));
+        id["aud"] = serde_json::json!(["other"]);
+        let parsed = parse(token(r#"{"alg":"RS256"}"#, &id.to_string()).as_bytes(), 8192).unwrap();
+        assert_eq!(policy().check_id(&parsed, 1_900_000_000), Err(Rejection::WrongClient));
+        assert!(parse(claims(&[("aud", serde_json::json!(7))]).as_bytes(), 8192).is_err());
     }
 
     fn verdict(t: &str) -> Result<(), Rejection> {

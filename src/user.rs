@@ -700,12 +700,13 @@ struct IdInner {
 }
 
 impl IdTokenUser {
-    pub(crate) fn new(claims: &Claims, pool: Arc<str>) -> Self {
+    /// `client_id`: the audience that named one of the verifier's app clients.
+    pub(crate) fn new(claims: &Claims, pool: Arc<str>, client_id: &str) -> Self {
         let mut b = TextBuilder::default();
         let username: Option<String> = claim_of(&claims.json, "cognito:username");
         b.push(username.as_deref().or(claims.username.as_deref()).unwrap_or(&claims.sub));
         b.push(&claims.sub);
-        b.push(claims.aud.as_deref().unwrap_or_default());
+        b.push(client_id);
         claims.groups.iter().for_each(|g| b.push(g));
         let (text, spans) = b.finish();
         IdTokenUser(Arc::new(IdInner { claims: claims.json.clone(), text, spans, pool, exp: claims.exp }))

@@ -808,7 +808,9 @@ impl Verifier {
         match checked.kind {
             Kind::Machine => return Ok((Principal::Machine(MachineClient::new(claims)), None)),
             Kind::IdToken => {
-                return Ok((Principal::IdToken(IdTokenUser::new(claims, pool.id.clone())), None))
+                // `check_id` found one of the app clients among the audiences.
+                let client = claims.client_audience(&inner.policy.client_ids).unwrap_or_default();
+                return Ok((Principal::IdToken(IdTokenUser::new(claims, pool.id.clone(), client)), None));
             }
             Kind::User | Kind::UserInfo => {}
         }
@@ -1226,6 +1228,16 @@ mod tests {
         // The hydration, then one fetch per 5 s window of the flood.
         let windows = (tokio::time::Instant::now() - rotated + Duration::from_secs(5)).as_secs() / 5 + 1;
         assert!(keys.fetches.load(SeqCst) <= 1 + windows + 1, "{} fetches", keys.fetches.load(SeqCst));
+    }
+
+    #[tokio::test]
+    async fn an_access_token_with_an_array_audience_is_verified_not_called_malformed() {
+        let (verifier, cognito, _) = fixture();
+        let mut claims = access_claims(POOL, CLIENT, "bound", 3600);
+        claims["aud"] = serde_json::json!(["https://api.example.com", "https://other.example.com"]);
+        let user = verifier.verify(&TestSigner::default().sign(&claims)).await.unwrap();
+        assert_eq!(user.sub(), "bound");
+        assert_eq!(cognito.calls.load(SeqCst), 1);
     }
 
     #[tokio::test]
