@@ -78,8 +78,16 @@ async fn ready(verifier: web::Data<Verifier>) -> HttpResponse {
     }
 }
 
+/// A variable's value, if set and not blank; a value that is not UTF-8 is refused, not read as
+/// unset (a `REDIS_SECRET` must not turn into "no secret").
 fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    match std::env::var(name) {
+        Ok(v) => Some(v.trim().to_owned()).filter(|v| !v.is_empty()),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => {
+            fail(format!("{name} is set but is not UTF-8: fix or unset it"))
+        }
+    }
 }
 
 /// A variable holding a whole number, if set.

@@ -84,6 +84,29 @@ async fn the_example_server_refuses_to_start_with_a_bad_configuration() {
         assert_eq!(out.status.code(), Some(2), "{vars:?}: {err}");
         assert!(err.contains(hint), "{vars:?}: {err}");
     }
+    // A set but unreadable value is refused by name, not read as unset: a REDIS_SECRET that
+    // is not UTF-8 would otherwise run fleet mode without its MAC.
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"secret-\xff-of-at-least-32-bytes-long!!");
+    let base = [("COGNITO_USER_POOL_ID", "eu-west-1_Abc"), ("COGNITO_CLIENT_ID", "abc")];
+    for name in ["REDIS_SECRET", "REDIS_URL", "COGNITO_CACHE_TTL_SECS"] {
+        // The secret is read with a Redis URL (one nothing listens on: it is never reached).
+        let mut child =
+            command(&base).env("REDIS_URL", "redis://127.0.0.1:9").env(name, not_utf8).spawn().unwrap();
+        // Read as unset, it would start and serve: a failure, not a hang.
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("the example server started with a {name} that is not UTF-8");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(&format!("{name} is set but is not UTF-8")), "{name}: {err}");
+    }
 }
 
 /// The example server for the seeded pool, at `endpoint`, with a 1 s TTL and nothing else.
