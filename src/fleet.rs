@@ -121,6 +121,10 @@ impl StoredUser {
 /// Format version of [`Stored`]; values of any other version are misses.
 const VERSION: u8 = 3;
 
+/// The longest a connection may take to set up at `hydrate` (the request path allows a few
+/// operation timeouts).
+const CONNECT_LIMIT: Duration = Duration::from_secs(2);
+
 /// How long a handled event is remembered: EventBridge retries a delivery for up to 24 hours.
 #[cfg(feature = "events")]
 const EVENT_MARK_MS: u64 = 24 * 3600 * 1000;
@@ -388,8 +392,20 @@ impl Fleet {
             .copied()
     }
 
+    /// Connects now, within a second or two rather than the request path's few operation
+    /// timeouts (a TLS handshake on a busy machine takes longer than those): called by
+    /// `hydrate`, so that the first requests neither connect nor trip the breaker doing it.
+    pub(crate) async fn connect(&self) -> bool {
+        self.connection(CONNECT_LIMIT).await.is_some()
+    }
+
     /// The connection, unless the breaker is open. Connects lazily, within the timeout.
     async fn conn(&self) -> Option<Conn> {
+        self.connection(self.settings.timeout * 4).await
+    }
+
+    /// The connection, unless the breaker is open; connecting takes at most `limit`.
+    async fn connection(&self, limit: Duration) -> Option<Conn> {
         if let Some(until) = *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) {
             if Instant::now() < until {
                 return None;
@@ -403,14 +419,14 @@ impl Fleet {
                 return Ok(Conn::Cluster(conn));
             }
             let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(self.settings.timeout))
+                .set_connection_timeout(Some(CONNECT_LIMIT))
                 .set_response_timeout(Some(self.settings.timeout))
                 .set_number_of_retries(1);
             redis::RedisResult::Ok(Conn::Single(
                 ConnectionManager::new_with_config(self.client.clone(), config).await?,
             ))
         });
-        match tokio::time::timeout(self.settings.timeout * 4, connect).await {
+        match tokio::time::timeout(limit, connect).await {
             Ok(Ok(conn)) => Some(conn.clone()),
             Ok(Err(e)) => {
                 self.trip("connect", &e);

@@ -481,6 +481,9 @@ impl Verifier {
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.0.fleet {
             self.listen();
+            if !fleet.connect().await {
+                tracing::warn!("could not connect to Redis yet");
+            }
             if !fleet.subscribed(std::time::Duration::from_secs(1)).await {
                 tracing::warn!("not yet subscribed to the Redis invalidation channel");
             }

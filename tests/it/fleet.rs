@@ -875,3 +875,22 @@ async fn in_a_fleet_one_instance_refreshes_a_token_and_the_other_reads_its_verdi
     eprintln!("{calls} GetUser calls for one token on two instances over four TTLs");
     assert!(calls <= 7, "{calls} calls: the instances did not share their refreshes");
 }
+
+/// `hydrate` connects to Redis, not only subscribes: the first requests neither pay the
+/// connection (a TLS handshake on a busy machine takes longer than the 50 ms operation timeout)
+/// nor trip the breaker doing it.
+#[tokio::test]
+async fn hydrate_connects_to_redis_before_the_first_request() {
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
+    let clients = || async {
+        match redis.cmd(&["CLIENT", "LIST"]).await {
+            redis::Value::BulkString(bytes) => String::from_utf8(bytes).unwrap().lines().count(),
+            redis::Value::VerbatimString { text, .. } => text.lines().count(),
+            other => panic!("CLIENT LIST answered {other:?}"),
+        }
+    };
+    let before = clients().await;
+    let _v = member(&fake, redis.url()).build_hydrated().await.unwrap();
+    // The subscription's connection and the commands' one (each count includes the asking one).
+    assert_eq!(clients().await, before + 2, "hydrate left the command connection to the first request");
+}
