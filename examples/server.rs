@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | `COGNITO_USER_POOL_ID` | the user pool, such as `eu-west-1_AbC123xyz`, or several, comma-separated (required) |
 //! | `COGNITO_CLIENT_ID` | allowed app client ids, comma-separated (required) |
+//! | `COGNITO_AUDIENCE` | audiences (`aud`, RFC 8707 resource indicators) an access token must name one of, comma-separated (default: not checked) |
 //! | `COGNITO_CACHE_TTL_SECS` | cache TTL, the revocation delay (default 30; 0 disables) |
 //! | `COGNITO_GET_USER_BUDGET` | `GetUser` calls a second the active tokens may cost: the TTL adapts, from `COGNITO_CACHE_TTL_SECS` up (default: none, the TTL is fixed) |
 //! | `COGNITO_MAX_CACHE_TTL_SECS` | the longest TTL that budget may pick (default 300) |
@@ -125,6 +126,11 @@ async fn verifier_from_env() -> Verifier {
         Verifier::builder(first).client_ids(clients.split(',').map(str::trim)).sdk_config(&shared);
     for other in pools {
         builder = builder.pool(other);
+    }
+    for audience in env("COGNITO_AUDIENCE").iter().flat_map(|v| v.split(',')) {
+        if !audience.trim().is_empty() {
+            builder = builder.audience(audience.trim());
+        }
     }
     if let Some(secs) = whole("COGNITO_CACHE_TTL_SECS") {
         builder = builder.cache_ttl(Duration::from_secs(secs));

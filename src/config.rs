@@ -28,6 +28,7 @@ pub struct VerifierBuilder {
     /// The pools, the first one given to [`Verifier::builder`] first.
     pools: Vec<String>,
     client_ids: Vec<String>,
+    audiences: Vec<String>,
     region: Option<String>,
     endpoint: Option<String>,
     endpoint_from_env: bool,
@@ -113,6 +114,7 @@ impl VerifierBuilder {
         VerifierBuilder {
             pools: vec![user_pool_id.into()],
             client_ids: Vec::new(),
+            audiences: Vec::new(),
             region: None,
             endpoint: None,
             endpoint_from_env: true,
@@ -441,6 +443,17 @@ impl VerifierBuilder {
         self
     }
 
+    /// Requires an access token's `aud` to name this audience (call it again to accept one of
+    /// several): the resource indicator (RFC 8707) that managed login sets as the audience when
+    /// the client asks for one, such as `https://api.example.com`. A token minted for another
+    /// resource, or with no audience, is refused locally (`Rejection::WrongAudience`, a 401
+    /// `invalid_token`), at no `GetUser` call. Without it, `aud` is not checked (it may be a
+    /// string or an array). ID tokens keep their own check: `aud` is their app client.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
     /// Refresh-ahead (on by default): a hit on a verdict past
     /// [`refresh_ahead_fraction`](Self::refresh_ahead_fraction) of its life verifies the token
     /// again in the background, so that a token in use never waits on Cognito when its verdict
@@ -615,6 +628,7 @@ impl VerifierBuilder {
         let policy = ClaimPolicy {
             issuers,
             client_ids: self.client_ids.clone(),
+            audiences: self.audiences.clone(),
             leeway_secs: self.leeway.as_secs() as i64,
             max_len: self.max_token_bytes,
         };
@@ -754,6 +768,12 @@ impl VerifierBuilder {
     }
 
     fn check_clients(&self) -> Result<(), ConfigError> {
+        if self.audiences.iter().any(|a| a.trim().is_empty() || a.trim() != a) {
+            return Err(ConfigError::InvalidSetting {
+                setting: "audience",
+                reason: "a non-empty audience without surrounding spaces, such as https://api.example.com",
+            });
+        }
         if self.client_ids.is_empty() {
             return Err(ConfigError::NoClientIds);
         }

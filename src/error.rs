@@ -134,6 +134,9 @@ pub enum Rejection {
     WrongIssuer,
     /// `client_id` is not one of the allowed app clients.
     WrongClient,
+    /// The token's audience (`aud`) is none of those the verifier requires: a token minted for
+    /// another resource (RFC 8707).
+    WrongAudience,
     /// `exp` has passed.
     Expired,
     /// A client-credentials (machine) token: it has no user, so `GetUser` can never accept it.
@@ -154,7 +157,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every rejection, in declaration order.
-    pub const ALL: [Rejection; 16] = [
+    pub const ALL: [Rejection; 17] = [
         Rejection::Missing,
         Rejection::TooLarge,
         Rejection::Malformed,
@@ -164,6 +167,7 @@ impl Rejection {
         Rejection::NotAccessToken,
         Rejection::WrongIssuer,
         Rejection::WrongClient,
+        Rejection::WrongAudience,
         Rejection::Expired,
         Rejection::MachineToken,
         Rejection::MissingAdminScope,
@@ -185,6 +189,7 @@ impl Rejection {
             Rejection::NotAccessToken => "not_access_token",
             Rejection::WrongIssuer => "wrong_issuer",
             Rejection::WrongClient => "wrong_client",
+            Rejection::WrongAudience => "wrong_audience",
             Rejection::Expired => "expired",
             Rejection::MachineToken => "machine_token",
             Rejection::MissingAdminScope => "missing_admin_scope",
@@ -216,6 +221,7 @@ impl Rejection {
             Rejection::NotAccessToken => "not an access token",
             Rejection::WrongIssuer => "the access token's issuer is not this API's user pool",
             Rejection::WrongClient => "the access token was issued to another app client",
+            Rejection::WrongAudience => "the access token's audience (aud) is not this API",
             Rejection::Expired => "the access token expired",
             Rejection::MachineToken | Rejection::MissingAdminScope => "the access token cannot be used here",
             Rejection::NotAuthorized

@@ -134,6 +134,7 @@ pub mod fuzzing {
                 "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Fuzz".into()
             ])],
             client_ids: vec!["fuzzclient".into()],
+            audiences: Vec::new(),
             leeway_secs: 5,
             max_len: 8192,
         };

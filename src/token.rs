@@ -184,6 +184,8 @@ pub(crate) struct ClaimPolicy {
     /// The issuers of each pool, in the verifier's pool order.
     pub(crate) issuers: Vec<Issuers>,
     pub(crate) client_ids: Vec<String>,
+    /// When not empty, an access token's `aud` must name one of them.
+    pub(crate) audiences: Vec<String>,
     pub(crate) leeway_secs: i64,
     pub(crate) max_len: usize,
 }
@@ -204,6 +206,9 @@ impl ClaimPolicy {
         match &claims.client_id {
             Some(id) if self.client_ids.iter().any(|c| c == id) => {}
             _ => return Err(Rejection::WrongClient),
+        }
+        if !self.audiences.is_empty() && !claims.aud.iter().any(|a| self.audiences.contains(a)) {
+            return Err(Rejection::WrongAudience);
         }
         if claims.exp.saturating_add(self.leeway_secs) <= now {
             return Err(Rejection::Expired);
@@ -290,6 +295,7 @@ mod tests {
         ClaimPolicy {
             issuers: vec![Issuers::new(vec![POOL_ISS.to_owned()])],
             client_ids: vec!["client1".to_owned()],
+            audiences: Vec::new(),
             leeway_secs: 0,
             max_len: 8192,
         }

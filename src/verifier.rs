@@ -1244,6 +1244,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_required_audience_refuses_tokens_for_another_resource_or_none_at_no_call() {
+        let (verifier, cognito, _) = fixture_with(|b| b.audience("https://api.example.com"));
+        let signer = TestSigner::default();
+        let with = |aud: serde_json::Value| {
+            let mut claims = access_claims(POOL, CLIENT, "resource", 3600);
+            claims["aud"] = aud;
+            signer.sign(&claims)
+        };
+        let wrong = VerifyError::Rejected(Rejection::WrongAudience);
+        use serde_json::json;
+        for aud in [json!("https://other.example.com"), json!(["https://other.example.com"]), json!(null)] {
+            assert_eq!(verifier.verify(&with(aud.clone())).await.unwrap_err(), wrong, "{aud}");
+        }
+        assert_eq!(verifier.verify(&token(&signer, "resource")).await.unwrap_err(), wrong, "no aud at all");
+        assert_eq!(cognito.calls.load(SeqCst), 0, "a token for another resource cost a call");
+        verifier.verify(&with(json!("https://api.example.com"))).await.unwrap();
+        verifier
+            .verify(&with(json!(["https://other.example.com", "https://api.example.com"])))
+            .await
+            .unwrap();
+        assert_eq!(cognito.calls.load(SeqCst), 2);
+        let blank = Verifier::builder(POOL).client_id(CLIENT).audience(" ").build().unwrap_err();
+        assert!(blank.to_string().contains("audience"), "{blank}");
+    }
+
+    #[tokio::test]
     async fn a_fast_key_collision_gives_nobody_anothers_verdict() {
         let (verifier, cognito, _) = fixture();
         let signer = TestSigner::default();

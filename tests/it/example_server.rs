@@ -275,3 +275,23 @@ async fn the_example_server_refreshes_tokens_in_use_so_that_no_request_waits_on_
     assert!(renewed >= 10.0, "{renewed} refreshes for 5 tokens over 3 TTLs");
     assert!(calls as f64 <= 5.0 * 3.0 * 1.5, "{calls} calls for 5 tokens over 3 TTLs");
 }
+
+/// `COGNITO_AUDIENCE`: moto's tokens carry no `aud`, so with an audience required each is a 401
+/// `invalid_token` naming the audience, at no `GetUser` call.
+#[tokio::test]
+async fn the_example_server_refuses_a_token_without_the_required_audience_at_no_call() {
+    let s = seeded("audience-example").await;
+    let endpoint = s.proxy.endpoint();
+    let server = start(&[
+        ("COGNITO_USER_POOL_ID", &s.pool.pool_id),
+        ("COGNITO_CLIENT_ID", &s.pool.client_id),
+        ("COGNITO_AUDIENCE", "https://api.example.com, https://other.example.com"),
+        ("AWS_ENDPOINT_URL", &endpoint),
+    ])
+    .await;
+    let reply = get_with_token(server.addr, "/me", &s.tokens.access).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    let challenge = reply.header("www-authenticate").unwrap_or_default();
+    assert!(challenge.contains("error=\"invalid_token\"") && challenge.contains("audience"), "{challenge}");
+    assert_eq!(s.proxy.get_user_calls(), 0);
+}
