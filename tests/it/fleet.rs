@@ -654,10 +654,29 @@ async fn three_example_servers_share_over_tls_as_the_restricted_acl_user() {
     )
     .await;
     let get = common::http::get_with_token;
+    // One call for the three, with fresh tokens up to three times: on a starved machine a Redis
+    // operation can outlast the 50 ms timeout and open an instance's breaker for 5 s, which
+    // skips Redis by design. Sharing that never works fails all three.
+    let mut calls = Vec::new();
+    for attempt in 0..3 {
+        let token = match attempt {
+            0 => s.tokens.access.clone(),
+            _ => s.pool.sign_in(&s.pool.client_id, "alice", common::PASSWORD).await.unwrap().access,
+        };
+        let before = s.proxy.get_user_calls();
+        for server in &servers {
+            assert_eq!(get(server.addr, "/me", &token).await.status, 200);
+        }
+        calls.push(s.proxy.get_user_calls() - before);
+        if calls[attempt] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
+    assert_eq!(calls.last(), Some(&1), "verdicts are not shared over TLS: {calls:?} calls for three servers");
     for server in &servers {
         assert_eq!(get(server.addr, "/me", &s.tokens.access).await.status, 200);
     }
-    assert_eq!(s.proxy.get_user_calls(), 1, "verdicts are not shared over TLS");
 
     // A forged token (the genuine one's claims, another scope, the same signature): 401.
     let forged = common::altered(
