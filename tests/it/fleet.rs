@@ -876,23 +876,27 @@ async fn a_verifier_built_outside_a_runtime_subscribes_when_hydrated() {
 #[tokio::test]
 async fn in_a_fleet_one_instance_refreshes_a_token_and_the_other_reads_its_verdict() {
     let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
-    let fleet = instances(2, || member(&fake, redis.url()).cache_ttl(Duration::from_secs(2))).await;
+    // A Redis timeout with room for a starved machine: this is about refreshes, not Redis's speed.
+    let fleet = instances(2, || {
+        member(&fake, redis.url()).cache_ttl(Duration::from_secs(2)).redis_timeout(Duration::from_millis(500))
+    })
+    .await;
     let token = fake_token("refreshed-in-a-fleet", 3600);
     for v in &fleet {
         v.verify(&token).await.unwrap();
     }
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(8) {
+    while started.elapsed() < Duration::from_secs(12) {
         for v in &fleet {
             v.verify(&token).await.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Four TTLs: about one refresh each for the fleet (1.25 calls per TTL at most, and the
-    // first load); two instances refreshing on their own would make about ten.
+    // Six TTLs: the fleet refreshes about once per 0.8 TTL, 8 or 9 calls with the first load;
+    // two instances refreshing on their own make about 16.
     let calls = fake.get_user_calls();
-    eprintln!("{calls} GetUser calls for one token on two instances over four TTLs");
-    assert!(calls <= 7, "{calls} calls: the instances did not share their refreshes");
+    eprintln!("{calls} GetUser calls for one token on two instances over six TTLs");
+    assert!(calls <= 11, "{calls} calls: the instances did not share their refreshes");
 }
 
 /// `hydrate` connects to Redis, not only subscribes: the first requests neither pay the
