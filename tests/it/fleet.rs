@@ -872,31 +872,37 @@ async fn a_verifier_built_outside_a_runtime_subscribes_when_hydrated() {
 }
 
 /// Refresh-ahead in a fleet: the instance that refreshes a token first shares its verdict, and
-/// the others take it from Redis (younger than their own refresh point) instead of calling.
+/// the other takes it from Redis (younger than its own refresh point) instead of calling.
 #[tokio::test]
 async fn in_a_fleet_one_instance_refreshes_a_token_and_the_other_reads_its_verdict() {
     let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
     // A Redis timeout with room for a starved machine: this is about refreshes, not Redis's speed.
-    let fleet = instances(2, || {
-        member(&fake, redis.url()).cache_ttl(Duration::from_secs(2)).redis_timeout(Duration::from_millis(500))
-    })
-    .await;
+    let ttl = Duration::from_secs(6);
+    let fleet =
+        instances(2, || member(&fake, redis.url()).cache_ttl(ttl).redis_timeout(Duration::from_millis(500)))
+            .await;
+    let (a, b) = (&fleet[0], &fleet[1]);
     let token = fake_token("refreshed-in-a-fleet", 3600);
-    for v in &fleet {
-        v.verify(&token).await.unwrap();
-    }
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(12) {
-        for v in &fleet {
-            v.verify(&token).await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    a.verify(&token).await.unwrap();
+    b.verify(&token).await.unwrap();
+    assert_eq!(fake.get_user_calls(), 1, "the first verdict was not shared");
+    // Past both refresh points (at most 0.875 of the TTL): A's hit refreshes, with a call.
+    tokio::time::sleep_until((started + ttl.mul_f64(0.88)).into()).await;
+    a.verify(&token).await.unwrap();
+    let refreshed = Instant::now();
+    while fake.get_user_calls() < 2 {
+        assert!(refreshed.elapsed() < Duration::from_secs(1), "A did not refresh");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Six TTLs: the fleet refreshes about once per 0.8 TTL, 8 or 9 calls with the first load;
-    // two instances refreshing on their own make about 16.
-    let calls = fake.get_user_calls();
-    eprintln!("{calls} GetUser calls for one token on two instances over six TTLs");
-    assert!(calls <= 11, "{calls} calls: the instances did not share their refreshes");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // B's hit refreshes too, and finds A's younger verdict in Redis: no call.
+    let misses = b.stats().misses;
+    b.verify(&token).await.unwrap();
+    tokio::time::sleep_until((started + ttl + Duration::from_millis(300)).into()).await;
+    b.verify(&token).await.unwrap();
+    assert_eq!(b.stats().misses, misses, "B's verdict expired: its refresh did not renew it");
+    assert_eq!(fake.get_user_calls(), 2, "B called Cognito instead of reading A's refreshed verdict");
 }
 
 /// `hydrate` connects to Redis, not only subscribes: the first requests neither pay the
