@@ -15,6 +15,8 @@
 //! | `AWS_REGION` | must match the pool id if set |
 //! | `AWS_ENDPOINT_URL` | an emulator's endpoint, such as `http://127.0.0.1:4566` |
 //! | `COGNITO_ALLOW_ISSUER` | further accepted `iss` values, comma-separated (emulators with an issuer of their own) |
+//! | `COGNITO_STEP_UP_ACR` | `/sensitive`: authentication levels (`acr`, such as `urn:cognito:loa:3`) a token's sign-in must have reached one of, comma-separated (default: not checked) |
+//! | `COGNITO_STEP_UP_MAX_AGE_SECS` | `/sensitive`: the oldest sign-in (`auth_time`) accepted, in seconds (default: not checked) |
 //! | `PORT` | port on 127.0.0.1 (default 8080) |
 //! | `RESOURCE_URL` | this API's identifier in its RFC 9728 metadata (default `http://127.0.0.1:{PORT}`) |
 //! | `COGNITO_EVENTS_QUEUE_URL` | an SQS queue of Cognito's CloudTrail events (feature `events`; read with the app's AWS credentials) |
@@ -22,7 +24,8 @@
 //! | `REDIS_SECRET` | fleet mode: authenticate what the fleet writes to Redis (at least 32 bytes) |
 //! | `REDIS_CA_FILE` | fleet mode: a private CA's PEM file for `rediss://` |
 //!
-//! Routes: `GET /health` (open), `GET /me`, `GET /admin` (group `admin`), `POST /logout`,
+//! Routes: `GET /health` (open), `GET /me`, `GET /admin` (group `admin`), `GET /sensitive` (like
+//! `/me`, with the step-up requirements above; RFC 9470's challenge when unmet), `POST /logout`,
 //! `GET /metrics` (Prometheus), `GET /ready` (503 until the signing keys are loaded), and
 //! `GET /.well-known/oauth-protected-resource` (RFC 9728; every 401 and 403 points at it).
 //!
@@ -195,12 +198,37 @@ async fn verifier_from_env() -> Verifier {
     builder.build().unwrap_or_else(|e| fail(e))
 }
 
+/// `/sensitive`'s middleware: `auth` with the step-up requirements of the environment.
+fn step_up(auth: CognitoAuth) -> CognitoAuth {
+    let mut auth = auth;
+    // The builder panics at a bad value with its reason; the variable is named here.
+    let checked = |name: &str, value: &str, apply: &dyn Fn(CognitoAuth) -> CognitoAuth, auth: CognitoAuth| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(auth))).unwrap_or_else(|panic| {
+            let why = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+            fail(format!("{name}={value:?}: {why}"))
+        })
+    };
+    if let Some(value) = env("COGNITO_STEP_UP_ACR") {
+        let levels: Vec<String> =
+            value.split(',').map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect();
+        auth = checked("COGNITO_STEP_UP_ACR", &value, &|a| a.require_acr(levels.clone()), auth);
+    }
+    if let Some(secs) = whole("COGNITO_STEP_UP_MAX_AGE_SECS") {
+        let max_age = Duration::from_secs(secs);
+        auth =
+            checked("COGNITO_STEP_UP_MAX_AGE_SECS", &secs.to_string(), &|a| a.require_max_age(max_age), auth);
+    }
+    auth
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        // Colour only for a terminal: a log file or a collector gets plain lines.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let port: u16 = match env("PORT") {
         Some(p) => p.parse().unwrap_or_else(|_| fail(format!("PORT={p:?} is not a port number"))),
@@ -235,6 +263,7 @@ async fn main() -> std::io::Result<()> {
     let resource = env("RESOURCE_URL").unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
     let metadata = verifier.resource_metadata(resource);
     let auth = CognitoAuth::new(verifier.clone()).resource_metadata(metadata.url());
+    let sensitive = step_up(auth.clone());
     tracing::info!(pool = verifier.user_pool_id(), port, "listening on 127.0.0.1");
     HttpServer::new(move || {
         App::new()
@@ -245,6 +274,7 @@ async fn main() -> std::io::Result<()> {
             .route("/metrics", web::get().to(metrics))
             .service(metadata.clone().service())
             .service(web::resource("/me").wrap(auth.clone()).route(web::get().to(me)))
+            .service(web::resource("/sensitive").wrap(sensitive.clone()).route(web::get().to(me)))
             .service(web::resource("/logout").wrap(auth.clone()).route(web::post().to(logout)))
             .service(
                 web::resource("/admin")

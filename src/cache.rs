@@ -329,7 +329,7 @@ impl Watermarks {
     /// Records that `sub`'s tokens issued before `at` are revoked (a later mark wins).
     pub(crate) fn record(&self, sub: &str, at: i64) {
         let mut marks = self.marks.write().unwrap_or_else(|e| e.into_inner());
-        let now = crate::token::unix_now();
+        let now = crate::clock::unix_now();
         if marks.len() >= 1024 && marks.len().is_power_of_two() {
             marks.retain(|_, at| *at + WATERMARK_LIFE_SECS > now);
         }
@@ -574,7 +574,7 @@ impl VerdictCache {
     /// How long a positive verdict for `key`, made now, is kept (before `exp` caps it).
     pub(crate) fn ttl_for(&self, key: &TokenKey) -> Duration {
         match &self.budget {
-            Some(budget) => budget.ttl_for(key, crate::token::unix_ms().max(0) as u64),
+            Some(budget) => budget.ttl_for(key, crate::clock::unix_ms()),
             None => self.settings.ttl,
         }
     }

@@ -7,7 +7,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::clock::unix_ms;
 
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
@@ -234,10 +236,6 @@ impl std::ops::Deref for Fleet {
     fn deref(&self) -> &FleetInner {
         &self.0
     }
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn hex(key: &TokenKey) -> String {

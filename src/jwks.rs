@@ -197,7 +197,7 @@ impl KeySet {
         self.fetches.fetch_add(1, Relaxed);
         self.fetched.increment(1);
         // A key published after this instant may be missing from the answer.
-        let started = crate::token::unix_now();
+        let started = crate::clock::unix_now();
         let body = self.http.fetch(&self.settings.url, self.settings.timeout).await?;
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
         let keys: HashMap<String, DecodingKey> = set

@@ -83,6 +83,7 @@
 
 mod budget;
 mod cache;
+mod clock;
 mod cognito;
 mod config;
 mod error;

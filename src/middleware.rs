@@ -54,6 +54,42 @@ impl Requirement {
     }
 }
 
+/// What a route demands of the sign-in itself (RFC 9470 step-up).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct StepUp {
+    /// `acr` must be one of these, when not empty.
+    acr: Vec<String>,
+    /// `auth_time` must be at most this many seconds ago.
+    max_age: Option<u64>,
+    /// The challenge's parameters: `, acr_values="...", max_age=N`.
+    params: Arc<str>,
+}
+
+impl StepUp {
+    fn render(&mut self) {
+        let mut params = String::new();
+        if !self.acr.is_empty() {
+            params.push_str(&format!(", acr_values=\"{}\"", self.acr.join(" ")));
+        }
+        if let Some(max_age) = self.max_age {
+            params.push_str(&format!(", max_age={max_age}"));
+        }
+        self.params = Arc::from(params);
+    }
+
+    /// Why `principal` falls short, if it does.
+    fn unmet(&self, principal: &Principal, now: i64) -> Option<&'static str> {
+        if !self.acr.is_empty() && !principal.acr().is_some_and(|acr| self.acr.iter().any(|a| a == acr)) {
+            return Some("a higher authentication level is required");
+        }
+        let max_age = self.max_age?;
+        match principal.auth_time_secs() {
+            Some(at) if now.saturating_sub(at) <= max_age as i64 => None,
+            _ => Some("a more recent authentication is required"),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct AuthConfig {
     realm: Arc<str>,
@@ -67,9 +103,8 @@ struct AuthConfig {
     groups: Option<Requirement>,
     scopes: Option<Requirement>,
     predicates: Vec<Predicate>,
+    step_up: Option<StepUp>,
     error_handler: Option<ErrorHandler>,
-    /// The first configuration mistake, reported when the app starts.
-    mistake: Option<String>,
 }
 
 /// Middleware that lets a request through only with a Cognito access token that Cognito still
@@ -111,10 +146,19 @@ struct AuthConfig {
 /// - more than one `Authorization` header: 400, `error="invalid_request"`;
 /// - a bad token: 401, `error="invalid_token"` and a short `error_description`;
 /// - a missing group or scope: 403, `error="insufficient_scope"`;
+/// - a sign-in below the route's level or too old ([`require_acr`](Self::require_acr),
+///   [`require_max_age`](Self::require_max_age)): 401, `error="insufficient_user_authentication"`
+///   (RFC 9470);
 /// - Cognito unavailable or throttling: 503 with `Retry-After`.
 ///
 /// The body is JSON, `{"error": ..., "message": ...}`, unless an
 /// [`error_handler`](Self::error_handler) replaces it; the headers stay.
+///
+/// # Panics
+/// Each builder method checks its input where it is called, and panics there with the setting
+/// and its fix (`CognitoAuth is misconfigured: realm "a\"b" must be ...`): a misconfiguration is
+/// a mistake in the app's code, shown the moment the app is built, with or without a log
+/// subscriber, never as actix's bare "Can not start server service 0".
 ///
 /// # Ordering
 /// Register CORS *after* this middleware (`.wrap(auth).wrap(cors)`): the last `wrap` runs first,
@@ -135,6 +179,7 @@ impl fmt::Debug for CognitoAuth {
             .field("optional", &self.config.optional)
             .field("groups", &self.config.groups)
             .field("scopes", &self.config.scopes)
+            .field("step_up", &self.config.step_up)
             .finish_non_exhaustive()
     }
 }
@@ -154,23 +199,18 @@ impl CognitoAuth {
                 groups: None,
                 scopes: None,
                 predicates: Vec::new(),
+                step_up: None,
                 error_handler: None,
-                mistake: None,
             },
         }
     }
 
-    fn mistake(mut self, message: String) -> Self {
-        self.config.mistake.get_or_insert(message);
-        self
-    }
-
     /// The realm named in `WWW-Authenticate` (default `api`). Printable ASCII without `"` or `\`.
+    #[track_caller]
     pub fn realm(mut self, realm: impl Into<String>) -> Self {
         let realm = realm.into();
         if realm.is_empty() || !realm.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
-            return self
-                .mistake(format!("realm {realm:?} must be non-empty printable ASCII without '\"' or '\\'"));
+            misconfigured(format!("realm {realm:?} must be non-empty printable ASCII without '\"' or '\\'"));
         }
         self.config.realm = Arc::from(realm);
         self.config.render_params();
@@ -181,13 +221,14 @@ impl CognitoAuth {
     /// 401 and 403, so that clients can discover the authorization server: the URL where
     /// [`ResourceMetadata::service`](crate::ResourceMetadata::service) serves the document
     /// ([`ResourceMetadata::url`](crate::ResourceMetadata::url)).
+    #[track_caller]
     pub fn resource_metadata(mut self, url: impl Into<String>) -> Self {
         let url = url.into();
         let absolute = url.parse::<http::Uri>().is_ok_and(|u| {
             matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
         });
         if !absolute || url.contains('"') || url.contains('\\') {
-            return self.mistake(format!("resource_metadata {url:?} must be an absolute http(s) URL"));
+            misconfigured(format!("resource_metadata {url:?} must be an absolute http(s) URL"));
         }
         self.config.resource_metadata = Some(url);
         self.config.render_params();
@@ -205,9 +246,10 @@ impl CognitoAuth {
     /// (they cannot be revoked before `exp`). Handlers tell them apart by taking
     /// [`Principal`] or [`MachineClient`](crate::MachineClient); a `CognitoUser` extractor
     /// answers 403 to a machine. Needs the verifier's signature check.
+    #[track_caller]
     pub fn allow_machine_tokens(mut self) -> Self {
         if self.verifier.jwks_url().is_none() {
-            return self.mistake(
+            misconfigured(
                 "allow_machine_tokens needs the verifier's signature check: remove `.signature_check(false)`"
                     .into(),
             );
@@ -223,9 +265,10 @@ impl CognitoAuth {
     /// unnoticed until then) and carries the attributes of sign-in time. Handlers take
     /// [`IdTokenUser`](crate::IdTokenUser) or [`Principal`]; group requirements apply. Routes
     /// that do not call this refuse ID tokens locally. Needs the verifier's signature check.
+    #[track_caller]
     pub fn allow_id_tokens(mut self) -> Self {
         if self.verifier.jwks_url().is_none() {
-            return self.mistake(
+            misconfigured(
                 "allow_id_tokens needs the verifier's signature check: remove `.signature_check(false)`"
                     .into(),
             );
@@ -242,24 +285,26 @@ impl CognitoAuth {
 
     /// Also reads the token from this header (the bare token, no scheme) when there is no
     /// `Authorization` header.
+    #[track_caller]
     pub fn token_from_header(mut self, name: impl Into<String>) -> Self {
         let name = name.into();
         match HeaderName::try_from(name.as_str()) {
             Ok(h) if h != header::AUTHORIZATION => Arc::make_mut(&mut self.config.source).header = Some(h),
-            _ => return self.mistake(format!("token_from_header: {name:?} is not a usable header name")),
+            _ => misconfigured(format!("token_from_header: {name:?} is not a usable header name")),
         }
         self
     }
 
+    #[track_caller]
     fn require_names(self, kind: &'static str, wants: Vec<String>, all: bool) -> Self {
         if wants.is_empty() || wants.iter().any(String::is_empty) {
-            return self.mistake(format!("require_*_{kind}: give at least one non-empty name"));
+            misconfigured(format!("require_*_{kind}: give at least one non-empty name"));
         }
         let req = if all { Requirement::All(wants) } else { Requirement::Any(wants) };
         let mut this = self;
         let slot = if kind == "groups" { &mut this.config.groups } else { &mut this.config.scopes };
         if slot.is_some() {
-            return this.mistake(format!("require_*_{kind} was called twice"));
+            misconfigured(format!("require_*_{kind} was called twice"));
         }
         *slot = Some(req);
         this
@@ -273,6 +318,7 @@ impl CognitoAuth {
     /// tokens short-lived, or sign the user out after a group change
     /// ([`Verifier::global_sign_out`](crate::Verifier::global_sign_out), or Cognito's
     /// `AdminUserGlobalSignOut` followed by [`Verifier::invalidate_user`](crate::Verifier::invalidate_user)).
+    #[track_caller]
     pub fn require_any_group<I: IntoIterator<Item = S>, S: Into<String>>(self, groups: I) -> Self {
         self.require_names("groups", groups.into_iter().map(Into::into).collect(), false)
     }
@@ -280,16 +326,19 @@ impl CognitoAuth {
     /// Requires the user to be in every one of these groups, else 403. Groups are those of the
     /// token as issued; see [`require_any_group`](Self::require_any_group) for what that means
     /// after a group change.
+    #[track_caller]
     pub fn require_all_groups<I: IntoIterator<Item = S>, S: Into<String>>(self, groups: I) -> Self {
         self.require_names("groups", groups.into_iter().map(Into::into).collect(), true)
     }
 
     /// Requires the token to carry at least one of these scopes, else 403.
+    #[track_caller]
     pub fn require_any_scope<I: IntoIterator<Item = S>, S: Into<String>>(self, scopes: I) -> Self {
         self.require_names("scopes", scopes.into_iter().map(Into::into).collect(), false)
     }
 
     /// Requires the token to carry every one of these scopes, else 403.
+    #[track_caller]
     pub fn require_all_scopes<I: IntoIterator<Item = S>, S: Into<String>>(self, scopes: I) -> Self {
         self.require_names("scopes", scopes.into_iter().map(Into::into).collect(), true)
     }
@@ -310,6 +359,55 @@ impl CognitoAuth {
         self
     }
 
+    /// Requires the sign-in to have reached one of these authentication levels (`acr`, such as
+    /// `urn:cognito:loa:3`), else 401 with RFC 9470's step-up challenge:
+    /// `error="insufficient_user_authentication"` and `acr_values="..."` (space-separated), so
+    /// that the client can sign the user in again with `acr_values`. Cognito adds `acr` and
+    /// `amr` to the tokens of a sign-in that asked for a level (managed login's `acr_values`).
+    ///
+    /// The requirement is checked after the token is verified: an invalid or revoked token still
+    /// gets `invalid_token`. It is checked after the group, scope and [`require`](Self::require)
+    /// requirements, since signing in again cannot meet those. Access and ID tokens carry the
+    /// claim; a machine token never meets it (403 `insufficient_scope`). Routes without the
+    /// requirement accept the same token as before.
+    #[track_caller]
+    pub fn require_acr<I: IntoIterator<Item = S>, S: Into<String>>(mut self, levels: I) -> Self {
+        let levels: Vec<String> = levels.into_iter().map(Into::into).collect();
+        let usable =
+            |v: &String| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+        if levels.is_empty() || !levels.iter().all(usable) {
+            misconfigured(format!(
+                "require_acr({levels:?}): give at least one level, each printable ASCII without spaces, '\"' or '\\'"
+            ));
+        }
+        let step_up = self.config.step_up.get_or_insert_with(StepUp::default);
+        if !step_up.acr.is_empty() {
+            misconfigured("require_acr was called twice".into());
+        }
+        step_up.acr = levels;
+        step_up.render();
+        self
+    }
+
+    /// Requires the user to have authenticated at most `max_age` ago (`auth_time`), else 401 with
+    /// RFC 9470's step-up challenge: `error="insufficient_user_authentication"` and
+    /// `max_age=N` (whole seconds), so that the client can have the user sign in again. For
+    /// sensitive routes that want a recent sign-in rather than a recent token: refreshing a
+    /// token keeps its `auth_time`.
+    ///
+    /// `auth_time` has whole seconds; `max_age` is rounded down to them and must be at least one.
+    /// It is checked as [`require_acr`](Self::require_acr) is.
+    #[track_caller]
+    pub fn require_max_age(mut self, max_age: std::time::Duration) -> Self {
+        if max_age.as_secs() == 0 {
+            misconfigured(format!("require_max_age({max_age:?}): give at least one second"));
+        }
+        let step_up = self.config.step_up.get_or_insert_with(StepUp::default);
+        step_up.max_age = Some(max_age.as_secs());
+        step_up.render();
+        self
+    }
+
     /// Replaces the response to a refused request. The status and body are the handler's; the
     /// `WWW-Authenticate` and `Retry-After` headers are added to whatever it returns.
     pub fn error_handler<F>(mut self, handler: F) -> Self
@@ -319,6 +417,13 @@ impl CognitoAuth {
         self.config.error_handler = Some(Arc::new(handler));
         self
     }
+}
+
+/// Ends a builder call with the mistake and its fix: at the line that made it, whether or not a
+/// log subscriber is installed.
+#[track_caller]
+fn misconfigured(message: String) -> ! {
+    panic!("CognitoAuth is misconfigured: {message}")
 }
 
 impl<S, B> Transform<S, ServiceRequest> for CognitoAuth
@@ -333,10 +438,6 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        if let Some(mistake) = &self.config.mistake {
-            tracing::error!("CognitoAuth is misconfigured: {mistake}");
-            return ready(Err(()));
-        }
         ready(Ok(CognitoAuthService {
             service: Rc::new(service),
             state: Rc::new((self.verifier.clone(), self.config.clone())),
@@ -449,7 +550,7 @@ async fn authenticate(
     config: &AuthConfig,
     req: &ServiceRequest,
 ) -> Result<Option<Principal>, AuthError> {
-    let fail = |kind| AuthError { kind, params: config.params.clone(), required_scopes: None };
+    let fail = |kind| AuthError { kind, params: config.params.clone(), extra: None };
     let token = match find_token(req.request(), &config.source).map_err(fail)? {
         Some(token) => token,
         None if config.optional => return Ok(None),
@@ -488,12 +589,22 @@ async fn authenticate(
     if let Some(scopes) = &config.scopes {
         if !scopes.met_by(principal.scopes()) {
             let mut err = fail(AuthErrorKind::InsufficientScope);
-            err.required_scopes = Some(scopes.names().join(" "));
+            err.extra = Some(Arc::from(format!(", scope=\"{}\"", scopes.names().join(" "))));
             return Err(err);
         }
     }
     if !config.predicates.iter().all(|p| p(&principal)) {
         return Err(fail(AuthErrorKind::InsufficientScope));
+    }
+    if let Some(step_up) = &config.step_up {
+        if let Some(why) = step_up.unmet(&principal, crate::clock::unix_now()) {
+            if principal.machine().is_some() {
+                return Err(fail(AuthErrorKind::InsufficientScope));
+            }
+            let mut err = fail(AuthErrorKind::InsufficientUserAuthentication(why));
+            err.extra = Some(step_up.params.clone());
+            return Err(err);
+        }
     }
     Ok(Some(principal))
 }
@@ -503,7 +614,8 @@ async fn authenticate(
 pub struct AuthError {
     kind: AuthErrorKind,
     params: Arc<str>,
-    required_scopes: Option<String>,
+    /// Parameters of the challenge past `error_description`: the scopes or the step-up wanted.
+    extra: Option<Arc<str>>,
 }
 
 /// Why a request was refused.
@@ -518,6 +630,10 @@ pub enum AuthErrorKind {
     InvalidToken(Rejection),
     /// The user lacks a required group or scope (403, `insufficient_scope`).
     InsufficientScope,
+    /// The sign-in is below the route's authentication level or too old (401,
+    /// `insufficient_user_authentication`, RFC 9470): the client should have the user sign in
+    /// again with the `acr_values` or `max_age` of the challenge. Says which.
+    InsufficientUserAuthentication(&'static str),
     /// Cognito could not be asked (503, `Retry-After`).
     Unavailable(Unavailable),
     /// A `CognitoUser` extractor ran on a route without the middleware (500): a wiring mistake.
@@ -526,7 +642,7 @@ pub enum AuthErrorKind {
 
 impl AuthError {
     pub(crate) fn new(kind: AuthErrorKind, params: Arc<str>) -> Self {
-        AuthError { kind, params, required_scopes: None }
+        AuthError { kind, params, extra: None }
     }
 
     /// Why the request was refused.
@@ -541,6 +657,7 @@ impl AuthError {
             AuthErrorKind::InvalidRequest(_) => "invalid_request",
             AuthErrorKind::InvalidToken(_) => "invalid_token",
             AuthErrorKind::InsufficientScope => "insufficient_scope",
+            AuthErrorKind::InsufficientUserAuthentication(_) => "insufficient_user_authentication",
             AuthErrorKind::Unavailable(_) => "temporarily_unavailable",
             AuthErrorKind::MiddlewareMissing => "server_error",
         }
@@ -553,6 +670,7 @@ impl AuthError {
             AuthErrorKind::InvalidRequest(why) => why,
             AuthErrorKind::InvalidToken(r) => r.description(),
             AuthErrorKind::InsufficientScope => "the access token does not grant access to this resource",
+            AuthErrorKind::InsufficientUserAuthentication(why) => why,
             AuthErrorKind::Unavailable(_) => "authentication is temporarily unavailable, try again later",
             AuthErrorKind::MiddlewareMissing => "authentication is not configured for this route",
         }
@@ -565,14 +683,15 @@ impl AuthError {
             AuthErrorKind::MissingToken => {}
             AuthErrorKind::InvalidRequest(_)
             | AuthErrorKind::InvalidToken(_)
-            | AuthErrorKind::InsufficientScope => {
+            | AuthErrorKind::InsufficientScope
+            | AuthErrorKind::InsufficientUserAuthentication(_) => {
                 challenge.push_str(&format!(
                     ", error=\"{}\", error_description=\"{}\"",
                     self.code(),
                     self.message()
                 ));
-                if let Some(scopes) = &self.required_scopes {
-                    challenge.push_str(&format!(", scope=\"{scopes}\""));
+                if let Some(extra) = &self.extra {
+                    challenge.push_str(extra);
                 }
             }
             AuthErrorKind::Unavailable(u) => {
@@ -605,7 +724,9 @@ impl fmt::Display for AuthError {
 impl ResponseError for AuthError {
     fn status_code(&self) -> StatusCode {
         match &self.kind {
-            AuthErrorKind::MissingToken | AuthErrorKind::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            AuthErrorKind::MissingToken
+            | AuthErrorKind::InvalidToken(_)
+            | AuthErrorKind::InsufficientUserAuthentication(_) => StatusCode::UNAUTHORIZED,
             AuthErrorKind::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             AuthErrorKind::InsufficientScope => StatusCode::FORBIDDEN,
             AuthErrorKind::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -3,8 +3,6 @@
 //! Everything here works on the exact bytes that would be sent to Cognito, so a token can never
 //! pass the checks in one form and be sent in another.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::Deserialize;
@@ -86,13 +84,20 @@ pub(crate) struct Claims {
     pub(crate) client_id: Option<String>,
     /// The audiences: an ID token's app client; an access token's resource, where managed
     /// login binds it (RFC 8707). One string or an array, as RFC 7519 allows.
-    #[serde(default, deserialize_with = "audiences")]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub(crate) aud: Vec<String>,
     pub(crate) exp: i64,
     #[serde(default)]
     pub(crate) iat: Option<i64>,
     #[serde(default)]
     pub(crate) auth_time: Option<i64>,
+    /// The authentication context class (`acr`, such as `urn:cognito:loa:3`), where the sign-in
+    /// asked for one (`acr_values`).
+    #[serde(default)]
+    pub(crate) acr: Option<String>,
+    /// The authentication methods (`amr`, such as `["pwd","otp","mfa"]`; RFC 8176).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub(crate) amr: Vec<String>,
     pub(crate) sub: String,
     #[serde(default)]
     pub(crate) username: Option<String>,
@@ -106,8 +111,8 @@ pub(crate) struct Claims {
     pub(crate) origin_jti: Option<String>,
 }
 
-/// `aud` as one string, an array of them, or `null`.
-fn audiences<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// `aud` or `amr` as one string, an array of them, or `null`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
@@ -245,16 +250,6 @@ impl ClaimPolicy {
         self.check(&claims, now)?;
         Ok(claims)
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

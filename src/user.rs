@@ -206,11 +206,12 @@ impl Profile {
 #[derive(Clone)]
 pub struct CognitoUser(Arc<Inner>);
 
-/// Fixed spans of the token's own text, then scopes, then groups.
+/// Fixed spans of the token's own text, then scopes, then groups, then `amr`.
 const CLIENT_ID: usize = 0;
 const JTI: usize = 1;
 const ORIGIN_JTI: usize = 2;
-const FIXED: usize = 3;
+const ACR: usize = 3;
+const FIXED: usize = 4;
 
 struct Inner {
     profile: Arc<Profile>,
@@ -222,12 +223,14 @@ struct Inner {
     /// object (`event_id`, `version`, and those a pre-token-generation trigger added); empty
     /// when there are none.
     extra: Box<str>,
-    /// The token's claims: client id, jti, origin_jti, scopes, groups.
+    /// The token's claims: client id, jti, origin_jti, acr, scopes, groups, amr.
     text: Box<str>,
     spans: Box<[Span]>,
     scopes: u16,
+    amr: u16,
     has_jti: bool,
     has_origin_jti: bool,
+    has_acr: bool,
     exp: i64,
     iat: Option<i64>,
     auth_time: Option<i64>,
@@ -241,8 +244,11 @@ impl CognitoUser {
         b.push(claims.client_id.as_deref().unwrap_or_default());
         b.push(claims.jti.as_deref().unwrap_or_default());
         b.push(claims.origin_jti.as_deref().unwrap_or_default());
-        let scopes = claims.scopes().inspect(|s| b.push(s)).count();
+        b.push(claims.acr.as_deref().unwrap_or_default());
+        let scopes = claims.scopes().inspect(|s| b.push(s)).count().min(u16::MAX as usize);
         claims.groups.iter().for_each(|g| b.push(g));
+        let amr = claims.amr.len().min(u16::MAX as usize);
+        claims.amr[..amr].iter().for_each(|m| b.push(m));
         let (text, spans) = b.finish();
         CognitoUser(Arc::new(Inner {
             profile,
@@ -251,9 +257,11 @@ impl CognitoUser {
             extra: extra_claims(&claims.json),
             text,
             spans,
-            scopes: scopes.min(u16::MAX as usize) as u16,
+            scopes: scopes as u16,
+            amr: amr as u16,
             has_jti: claims.jti.is_some(),
             has_origin_jti: claims.origin_jti.is_some(),
+            has_acr: claims.acr.is_some(),
             exp: claims.exp,
             iat: claims.iat,
             auth_time: claims.auth_time,
@@ -376,12 +384,26 @@ impl CognitoUser {
 
     /// The user's groups at sign-in (`cognito:groups`).
     pub fn groups(&self) -> Names<'_> {
-        Names::new(&self.0.text, &self.0.spans[FIXED + self.0.scopes as usize..])
+        let groups = FIXED + self.0.scopes as usize..self.0.spans.len() - self.0.amr as usize;
+        Names::new(&self.0.text, &self.0.spans[groups])
     }
 
     /// Whether the user was in `group` at sign-in.
     pub fn in_group(&self, group: &str) -> bool {
         self.groups().contains(group)
+    }
+
+    /// The authentication level of the sign-in (`acr`, such as `urn:cognito:loa:3`): present when
+    /// the sign-in asked for one with `acr_values`. See
+    /// [`CognitoAuth::require_acr`](crate::CognitoAuth::require_acr).
+    pub fn acr(&self) -> Option<&str> {
+        self.0.has_acr.then(|| self.span(ACR))
+    }
+
+    /// How the user authenticated (`amr`, such as `pwd`, `otp`, `mfa`; RFC 8176); empty when the
+    /// token does not say.
+    pub fn amr(&self) -> Names<'_> {
+        Names::new(&self.0.text, &self.0.spans[self.0.spans.len() - self.0.amr as usize..])
     }
 
     /// When the token expires (`exp`).
@@ -439,10 +461,13 @@ impl CognitoUser {
                 put(name, v.into());
             }
         }
-        for (name, value) in [("jti", self.jti()), ("origin_jti", self.origin_jti())] {
+        for (name, value) in [("jti", self.jti()), ("origin_jti", self.origin_jti()), ("acr", self.acr())] {
             if let Some(v) = value {
                 put(name, v.into());
             }
+        }
+        if self.0.amr > 0 {
+            put("amr", self.amr().collect::<Vec<_>>().into());
         }
         Value::Object(claims)
     }
@@ -528,17 +553,20 @@ impl serde::Serialize for ClaimsOf<'_> {
                 map.serialize_entry(name, &v)?;
             }
         }
-        for (name, value) in [("jti", user.jti()), ("origin_jti", user.origin_jti())] {
+        for (name, value) in [("jti", user.jti()), ("origin_jti", user.origin_jti()), ("acr", user.acr())] {
             if let Some(v) = value {
                 map.serialize_entry(name, v)?;
             }
+        }
+        if user.0.amr > 0 {
+            map.serialize_entry("amr", &user.amr())?;
         }
         map.end()
     }
 }
 
 /// The claims a principal keeps elsewhere (its spans, its profile, its fields).
-const KEPT_CLAIMS: [&str; 12] = [
+const KEPT_CLAIMS: [&str; 14] = [
     "iss",
     "token_use",
     "sub",
@@ -551,6 +579,8 @@ const KEPT_CLAIMS: [&str; 12] = [
     "auth_time",
     "jti",
     "origin_jti",
+    "acr",
+    "amr",
 ];
 
 /// The token's other claims, as a JSON object.
@@ -689,14 +719,20 @@ impl fmt::Debug for MachineClient {
 #[derive(Clone)]
 pub struct IdTokenUser(Arc<IdInner>);
 
+/// The fixed spans of an ID token user: username, `sub`, `aud`, `acr`.
+const ID_FIXED: usize = 4;
+
 struct IdInner {
     /// Every claim, as the token's JSON payload.
     claims: Box<str>,
-    /// The username, `sub`, `aud`, then the groups.
+    /// The username, `sub`, `aud`, `acr`, then the groups, then `amr`.
     text: Box<str>,
     spans: Box<[Span]>,
+    groups: u16,
+    has_acr: bool,
     pool: Arc<str>,
     exp: i64,
+    auth_time: Option<i64>,
 }
 
 impl IdTokenUser {
@@ -707,9 +743,21 @@ impl IdTokenUser {
         b.push(username.as_deref().or(claims.username.as_deref()).unwrap_or(&claims.sub));
         b.push(&claims.sub);
         b.push(client_id);
-        claims.groups.iter().for_each(|g| b.push(g));
+        b.push(claims.acr.as_deref().unwrap_or_default());
+        let groups = claims.groups.len().min(u16::MAX as usize);
+        claims.groups[..groups].iter().for_each(|g| b.push(g));
+        claims.amr.iter().for_each(|m| b.push(m));
         let (text, spans) = b.finish();
-        IdTokenUser(Arc::new(IdInner { claims: claims.json.clone(), text, spans, pool, exp: claims.exp }))
+        IdTokenUser(Arc::new(IdInner {
+            claims: claims.json.clone(),
+            text,
+            spans,
+            groups: groups as u16,
+            has_acr: claims.acr.is_some(),
+            pool,
+            exp: claims.exp,
+            auth_time: claims.auth_time,
+        }))
     }
 
     fn span(&self, i: usize) -> &str {
@@ -739,7 +787,22 @@ impl IdTokenUser {
 
     /// The user's groups at sign-in (`cognito:groups`).
     pub fn groups(&self) -> Names<'_> {
-        Names::new(&self.0.text, &self.0.spans[3..])
+        Names::new(&self.0.text, &self.0.spans[ID_FIXED..ID_FIXED + self.0.groups as usize])
+    }
+
+    /// The authentication level of the sign-in (`acr`), when it asked for one.
+    pub fn acr(&self) -> Option<&str> {
+        self.0.has_acr.then(|| self.span(3))
+    }
+
+    /// How the user authenticated (`amr`); empty when the token does not say.
+    pub fn amr(&self) -> Names<'_> {
+        Names::new(&self.0.text, &self.0.spans[ID_FIXED + self.0.groups as usize..])
+    }
+
+    /// When the user authenticated (`auth_time`).
+    pub fn auth_time(&self) -> Option<SystemTime> {
+        self.0.auth_time.map(unix_time)
     }
 
     /// Whether the user was in `group` at sign-in.
@@ -840,6 +903,42 @@ impl Principal {
             Principal::User(u) => u.groups(),
             Principal::Machine(_) => Names::new("", &[]),
             Principal::IdToken(i) => i.groups(),
+        }
+    }
+
+    /// The authentication level of the sign-in (`acr`); a machine has none.
+    pub fn acr(&self) -> Option<&str> {
+        match self {
+            Principal::User(u) => u.acr(),
+            Principal::Machine(_) => None,
+            Principal::IdToken(i) => i.acr(),
+        }
+    }
+
+    /// How the user authenticated (`amr`); a machine has none.
+    pub fn amr(&self) -> Names<'_> {
+        match self {
+            Principal::User(u) => u.amr(),
+            Principal::Machine(_) => Names::new("", &[]),
+            Principal::IdToken(i) => i.amr(),
+        }
+    }
+
+    /// When the user authenticated (`auth_time`); a machine has none.
+    pub fn auth_time(&self) -> Option<SystemTime> {
+        match self {
+            Principal::User(u) => u.auth_time(),
+            Principal::Machine(_) => None,
+            Principal::IdToken(i) => i.auth_time(),
+        }
+    }
+
+    /// `auth_time` in seconds since the Unix epoch.
+    pub(crate) fn auth_time_secs(&self) -> Option<i64> {
+        match self {
+            Principal::User(u) => u.0.auth_time,
+            Principal::Machine(_) => None,
+            Principal::IdToken(i) => i.0.auth_time,
         }
     }
 

@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use crate::cache::{
     CacheSettings, Counters, Flight, Loaded, Outcome, Refreshed, Stats, Target, VerdictCache,
 };
+#[cfg(feature = "redis")]
+use crate::clock::unix_ms;
 use crate::cognito::{CallSettings, Cognito, Introspect};
 use crate::error::{ConfigError, Rejection, Unavailable, UnavailableKind, VerifyError};
 #[cfg(feature = "redis")]
-use crate::fleet::{unix_ms, Fleet, Generations, Lookup, Message, Shared};
+use crate::fleet::{Fleet, Generations, Lookup, Message, Shared};
 use crate::guard::QuotaGuard;
 use crate::issuer::Issuers;
 use crate::jwks::{FetchKeys, JwksSettings, KeySet};
@@ -540,7 +542,9 @@ impl Verifier {
         }
         let since = |at: &AtomicI64| {
             let at = at.load(Relaxed);
-            (at != i64::MIN).then(|| Duration::from_millis(token::unix_ms().saturating_sub(at).max(0) as u64))
+            (at != i64::MIN).then(|| {
+                Duration::from_millis((crate::clock::unix_ms() as i64).saturating_sub(at).max(0) as u64)
+            })
         };
         #[cfg(feature = "redis")]
         let redis =
@@ -722,7 +726,7 @@ impl Verifier {
         let claims = token::parse(token, inner.policy.max_len)?;
         // The pool is known once the issuer passed: every later rejection has one.
         let pool_keys = || inner.policy.pool_of(&claims.iss).and_then(|i| inner.pools[i].keys.as_ref());
-        match inner.policy.check(&claims, token::unix_now()) {
+        match inner.policy.check(&claims, crate::clock::unix_now()) {
             Ok(pool) => Ok(Checked { claims, kind: Kind::User, pool }),
             // Checked up to the user-only claims; the signature check is still to come.
             Err(Rejection::MachineToken) if accept.machines && pool_keys().is_some() => {
@@ -731,7 +735,7 @@ impl Verifier {
             }
             // An ID token where they are accepted: its own checks; the signature is still to come.
             Err(Rejection::NotAccessToken) if accept.id_tokens && claims.token_use == "id" => {
-                let pool = inner.policy.check_id(&claims, token::unix_now())?;
+                let pool = inner.policy.check_id(&claims, crate::clock::unix_now())?;
                 match inner.pools[pool].keys {
                     Some(_) => Ok(Checked { claims, kind: Kind::IdToken, pool }),
                     None => Err(Rejection::NotAccessToken.into()),
@@ -780,7 +784,7 @@ impl Verifier {
 
     /// Logs, at most once a minute, that tokens lack the scope `GetUser` needs.
     fn scope_hint(&self) {
-        let (now, last) = (token::unix_now(), &self.0.scope_hint_logged);
+        let (now, last) = (crate::clock::unix_now(), &self.0.scope_hint_logged);
         let seen = last.load(Relaxed);
         if now.saturating_sub(seen) >= 60 && last.compare_exchange(seen, now, Relaxed, Relaxed).is_ok() {
             tracing::warn!(
@@ -849,7 +853,7 @@ impl Verifier {
             } else {
                 &inner.get_user_answered
             };
-            at.store(token::unix_ms(), Relaxed);
+            at.store(crate::clock::unix_ms() as i64, Relaxed);
             let answer = answer?;
             let attributes = answer.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let profile = inner.cache.intern(Profile::new(&answer.username, &claims.sub, attributes));
@@ -1001,7 +1005,7 @@ impl Verifier {
     /// longer than any access token lives. [`invalidate_user`](Self::invalidate_user) keeps its
     /// meaning: it drops verdicts (re-verified, never refused by it), as after an attribute change.
     pub async fn revoke_user(&self, sub: &str) {
-        let at = token::unix_now();
+        let at = crate::clock::unix_now();
         self.0.cache.watermarks().record(sub, at);
         #[cfg(feature = "redis")]
         if let Some(fleet) = &self.0.fleet {
@@ -1208,7 +1212,7 @@ mod tests {
         verifier.hydrate().await.unwrap();
         let flood = |i: u64| {
             let mut claims = access_claims(POOL, CLIENT, "flood", 3600);
-            claims["iat"] = (token::unix_now() + 3600).into();
+            claims["iat"] = (crate::clock::unix_now() + 3600).into();
             TestSigner::with_kid(&format!("attacker-{i}")).sign(&claims)
         };
         // Ten seconds of flood, 100 tokens a second.

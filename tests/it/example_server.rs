@@ -295,3 +295,95 @@ async fn the_example_server_refuses_a_token_without_the_required_audience_at_no_
     assert!(challenge.contains("error=\"invalid_token\"") && challenge.contains("audience"), "{challenge}");
     assert_eq!(s.proxy.get_user_calls(), 0);
 }
+
+/// `/sensitive` with `COGNITO_STEP_UP_ACR` and `COGNITO_STEP_UP_MAX_AGE_SECS`: moto's tokens carry
+/// no `acr`, so each gets RFC 9470's challenge there and passes `/me`; a signed-out token gets
+/// `invalid_token` on both. Tokens at the level come from the test signer, through a fake.
+#[tokio::test]
+async fn the_example_server_asks_for_step_up_on_the_sensitive_route_only() {
+    let s = seeded("step-up-example").await;
+    let endpoint = s.proxy.endpoint();
+    let vars = |acr: &'static str| {
+        [
+            ("COGNITO_USER_POOL_ID", s.pool.pool_id.clone()),
+            ("COGNITO_CLIENT_ID", s.pool.client_id.clone()),
+            ("COGNITO_STEP_UP_ACR", acr.to_owned()),
+            ("COGNITO_STEP_UP_MAX_AGE_SECS", "600".to_owned()),
+            ("AWS_ENDPOINT_URL", endpoint.clone()),
+        ]
+    };
+    let owned = vars("urn:cognito:loa:3, urn:cognito:loa:4");
+    let server = start(&owned.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    let addr = server.addr;
+    let r = get_with_token(addr, "/sensitive", &s.tokens.access).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(
+        r.header("www-authenticate").unwrap_or_default(),
+        format!(
+            "Bearer realm=\"api\", resource_metadata=\"http://127.0.0.1:{}/.well-known/oauth-protected-resource\", \
+             error=\"insufficient_user_authentication\", error_description=\"a higher authentication level is required\", \
+             acr_values=\"urn:cognito:loa:3 urn:cognito:loa:4\", max_age=600",
+            addr.port()
+        )
+    );
+    assert_eq!(get_with_token(addr, "/me", &s.tokens.access).await.status, 200);
+    let logout = common::http::post_with_token(addr, "/logout", &s.tokens.access).await;
+    assert_eq!(logout.status, 204, "{}", logout.body);
+    let r = get_with_token(addr, "/sensitive", &s.tokens.access).await;
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").unwrap_or_default().contains("error=\"invalid_token\""));
+    drop(server);
+
+    // A bad level or age is refused at start, naming the variable.
+    for (name, value, hint) in [
+        ("COGNITO_STEP_UP_ACR", "a\"b", "without spaces"),
+        ("COGNITO_STEP_UP_MAX_AGE_SECS", "0", "at least one second"),
+        ("COGNITO_STEP_UP_MAX_AGE_SECS", "soon", "not a whole number"),
+    ] {
+        let mut vars: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        vars.retain(|(k, _)| *k != name);
+        vars.push((name, value));
+        let out = command(&vars).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}={value}: {err}");
+        assert!(err.contains(name) && err.contains(hint), "{name}={value}: {err}");
+    }
+}
+
+/// `/sensitive` with tokens that carry `acr`, from the test signer through a fake upstream: the
+/// level passes; a lower level, or a sign-in older than the age, gets the challenge that says why.
+#[tokio::test]
+async fn the_example_server_lets_a_recent_sign_in_at_the_level_through_the_sensitive_route() {
+    use actix_cognito::testing::{access_claims, Behaviour, FakeCognito, TestSigner};
+    let fake = FakeCognito::start(Behaviour::Claims { attributes: vec![] }).await.unwrap();
+    let endpoint = fake.endpoint();
+    let server = start(&[
+        ("COGNITO_USER_POOL_ID", common::FAKE_POOL),
+        ("COGNITO_CLIENT_ID", common::FAKE_CLIENT),
+        ("COGNITO_STEP_UP_ACR", "urn:cognito:loa:3"),
+        ("COGNITO_STEP_UP_MAX_AGE_SECS", "600"),
+        ("AWS_ENDPOINT_URL", &endpoint),
+    ])
+    .await;
+    let token = |sub: &str, acr: &str, signed_in_ago: i64| {
+        let mut claims = access_claims(common::FAKE_POOL, common::FAKE_CLIENT, sub, 3600);
+        claims["acr"] = acr.into();
+        claims["amr"] = serde_json::json!(["pwd", "otp", "mfa"]);
+        claims["auth_time"] = (claims["iat"].as_i64().unwrap() - signed_in_ago).into();
+        TestSigner::default().sign(&claims)
+    };
+    let r = get_with_token(server.addr, "/sensitive", &token("strong", "urn:cognito:loa:3", 0)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["claims"]["acr"], "urn:cognito:loa:3");
+    assert_eq!(r.json()["claims"]["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    for (t, why) in [
+        (token("weak", "urn:cognito:loa:2", 0), "a higher authentication level is required"),
+        (token("stale", "urn:cognito:loa:3", 3600), "a more recent authentication is required"),
+    ] {
+        let r = get_with_token(server.addr, "/sensitive", &t).await;
+        assert_eq!(r.status, 401, "{}", r.body);
+        let challenge = r.header("www-authenticate").unwrap_or_default();
+        assert!(challenge.contains(&format!("error_description=\"{why}\"")), "{challenge}");
+        assert_eq!(get_with_token(server.addr, "/me", &t).await.status, 200);
+    }
+}

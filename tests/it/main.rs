@@ -19,4 +19,5 @@ mod operations;
 mod prometheus;
 mod scale;
 mod signature;
+mod step_up;
 mod verify;

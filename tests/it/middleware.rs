@@ -282,20 +282,50 @@ async fn non_utf8_and_oversized_authorization_values_get_401_without_a_call() {
     assert_eq!(fake.get_user_calls(), 0);
 }
 
+/// A middleware built by a test case.
+pub(crate) type Build<'a> = Box<dyn FnOnce() -> CognitoAuth + 'a>;
+
+/// What a builder call that panics says: the message the panic hook prints, with or without a
+/// log subscriber.
+pub(crate) fn panic_message(build: impl FnOnce() -> CognitoAuth) -> String {
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build))
+        .map(|auth| format!("no panic: {auth:?}"))
+        .unwrap_or_else(|p| p.downcast_ref::<String>().cloned().unwrap_or_default());
+    payload
+}
+
 #[actix_web::test]
-async fn a_misconfigured_middleware_fails_when_the_app_starts() {
+async fn a_misconfigured_middleware_panics_at_the_call_naming_the_setting_and_the_fix() {
     let (_fake, v) = fake_verifier().await;
+    let cases: [(&str, Build<'_>); 5] = [
+        (
+            "realm \"a\\\"b\" must be non-empty printable ASCII",
+            Box::new(|| CognitoAuth::new(v.clone()).realm("a\"b")),
+        ),
+        (
+            "require_*_groups: give at least one non-empty name",
+            Box::new(|| CognitoAuth::new(v.clone()).require_any_group(Vec::<String>::new())),
+        ),
+        (
+            "require_*_scopes was called twice",
+            Box::new(|| CognitoAuth::new(v.clone()).require_any_scope(["a"]).require_all_scopes(["b"])),
+        ),
+        (
+            "token_from_header: \"bad header\" is not a usable header name",
+            Box::new(|| CognitoAuth::new(v.clone()).token_from_header("bad header")),
+        ),
+        (
+            "resource_metadata \"/relative\" must be an absolute http(s) URL",
+            Box::new(|| CognitoAuth::new(v.clone()).resource_metadata("/relative")),
+        ),
+    ];
+    for (want, build) in cases {
+        let message = panic_message(build);
+        assert!(message.starts_with("CognitoAuth is misconfigured: ") && message.contains(want), "{message}");
+    }
     let service = actix_web::dev::fn_service(|req: actix_web::dev::ServiceRequest| async move {
         Ok::<_, actix_web::Error>(req.into_response(HttpResponse::Ok().finish()))
     });
-    for auth in [
-        CognitoAuth::new(v.clone()).realm("a\"b"),
-        CognitoAuth::new(v.clone()).require_any_group(Vec::<String>::new()),
-        CognitoAuth::new(v.clone()).token_from_header("bad header"),
-    ] {
-        let debug = format!("{auth:?}");
-        assert!(auth.new_transform(service.clone()).await.is_err(), "{debug}");
-    }
     let ok = CognitoAuth::new(v).realm("shop").require_any_group(["a"]);
     let svc = ok.new_transform(service).await.unwrap();
     // The well-configured one starts, and answers a request without a token with a 401.
