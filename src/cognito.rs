@@ -9,6 +9,7 @@ use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cognitoidentityprovider::Client;
 
 use crate::error::{Rejection, Unavailable, UnavailableKind, VerifyError};
+use crate::telemetry::CallMetrics;
 
 /// Timeouts and retries of the `GetUser` call.
 #[derive(Debug, Clone)]
@@ -26,10 +27,12 @@ pub(crate) struct CallSettings {
 
 /// A Cognito user pool client for the calls a token authorizes (`GetUser`, `GlobalSignOut`),
 /// sent unsigned.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Cognito {
     client: Client,
     retry_after: Duration,
+    /// The region's `GetUser` count and latency.
+    metrics: CallMetrics,
 }
 
 /// A boxed future of the seams below.
@@ -91,7 +94,7 @@ impl Cognito {
     /// The client: from the given SDK configuration (proxy, CA, app name, FIPS and dual-stack
     /// endpoints, HTTP client...) or from scratch, with the pool's region and the crate's own
     /// timeouts and retries always, and no credentials: the calls are authorized by the token.
-    pub(crate) fn new(s: &CallSettings) -> Self {
+    pub(crate) fn new(s: &CallSettings, metrics: CallMetrics) -> Self {
         let base = s.base.clone();
         let mut conf = base.unwrap_or_else(|| {
             aws_sdk_cognitoidentityprovider::Config::builder().behavior_version(BehaviorVersion::latest())
@@ -125,12 +128,12 @@ impl Cognito {
         if let Some(endpoint) = &s.endpoint {
             conf = conf.endpoint_url(endpoint.clone());
         }
-        Cognito { client: Client::from_conf(conf.build()), retry_after: s.retry_after }
+        Cognito { client: Client::from_conf(conf.build()), retry_after: s.retry_after, metrics }
     }
 
     /// Asks Cognito whether the token is still good, and whose it is.
     pub(crate) async fn get_user(&self, token: &str) -> Result<GetUserAnswer, VerifyError> {
-        match self.client.get_user().access_token(token).send().await {
+        match self.metrics.time(self.client.get_user().access_token(token).send()).await {
             Ok(out) => {
                 let attributes =
                     out.user_attributes.into_iter().filter_map(|a| Some((a.name, a.value?))).collect();

@@ -75,6 +75,11 @@ pub struct VerifierBuilder {
     /// In-process stand-ins, for the crate's own tests.
     seams: crate::verifier::Seams,
     user_info_domain: Option<String>,
+    /// A replicated pool: the replica's region and endpoint, the preferred region, the probe.
+    replica_region: Option<String>,
+    replica_endpoint: Option<String>,
+    preferred_region: Option<String>,
+    failover_probe_interval: Duration,
 }
 
 /// A secret setting (a Redis URL may carry a password): `Debug` prints `[redacted]`.
@@ -155,6 +160,10 @@ impl VerifierBuilder {
             shared_sdk: None,
             seams: crate::verifier::Seams::default(),
             user_info_domain: None,
+            replica_region: None,
+            replica_endpoint: None,
+            preferred_region: None,
+            failover_probe_interval: Duration::from_secs(10),
         }
     }
 
@@ -443,6 +452,48 @@ impl VerifierBuilder {
         self
     }
 
+    /// The region of the pool's replica (Cognito multi-Region replication: "a separate user pool
+    /// with a shared user pool ID" in a second region), such as `us-west-2` for
+    /// `us-east-1_AbC123xyz`. Then:
+    /// - tokens with the replica region's original issuer
+    ///   (`https://cognito-idp.us-west-2.amazonaws.com/us-east-1_AbC123xyz`) pass as well as the
+    ///   pool's own two forms, each checked against its own issuer's keys;
+    /// - `GetUser`, `GlobalSignOut` and `RevokeToken` go to the preferred region
+    ///   ([`preferred_region`](Self::preferred_region), the pool's own by default) and fail over
+    ///   to the other while it is unavailable (no connection, a timeout, a 5xx, throttling). A
+    ///   region found unavailable is skipped, so requests do not wait for its timeouts, and is
+    ///   tried again by one call every [`failover_probe_interval`](Self::failover_probe_interval).
+    ///
+    /// One pool per verifier: [`build`](Self::build) refuses a replica with several pools, a
+    /// replica region equal to the pool's, one that is not a region, or one in another partition.
+    pub fn replica_region(mut self, region: impl Into<String>) -> Self {
+        self.replica_region = Some(region.into());
+        self
+    }
+
+    /// The replica region's endpoint, as [`endpoint_url`](Self::endpoint_url) is the pool's:
+    /// an emulator standing in for the second region, or a VPC endpoint. Required when the pool's
+    /// endpoint is overridden (calls would otherwise leave for AWS's replica region).
+    pub fn replica_endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.replica_endpoint = Some(url.into());
+        self
+    }
+
+    /// Which region of a replicated pool the calls go to first: the pool's own (the default) or
+    /// the replica's, for an instance that runs in the replica's region.
+    pub fn preferred_region(mut self, region: impl Into<String>) -> Self {
+        self.preferred_region = Some(region.into());
+        self
+    }
+
+    /// How long a replicated pool's region found unavailable is skipped before one call tries it
+    /// again (default 10 s; from 1 s to 5 minutes): the delay before traffic returns to a
+    /// recovered region.
+    pub fn failover_probe_interval(mut self, interval: Duration) -> Self {
+        self.failover_probe_interval = interval;
+        self
+    }
+
     /// Requires an access token's `aud` to name this audience (call it again to accept one of
     /// several): the resource indicator (RFC 8707) that managed login sets as the audience when
     /// the client asks for one, such as `https://api.example.com`. A token minted for another
@@ -621,9 +672,25 @@ impl VerifierBuilder {
             .map(|(id, region)| self.issuers(id, region, endpoint.as_ref()))
             .collect();
         let mut pools = Vec::with_capacity(self.pools.len());
-        for ((id, region), issuers) in self.pools.iter().zip(regions).zip(&issuers) {
+        for ((id, region), issuers) in self.pools.iter().zip(&regions).zip(&issuers) {
             let jwks = self.jwks(id, issuers, endpoint.as_ref())?;
-            pools.push(PoolSettings { id: id.clone(), region, jwks });
+            pools.push(PoolSettings { id: id.clone(), region: region.clone(), jwks, replica: false });
+        }
+        let mut issuers = issuers;
+        let replica = self.replica(&regions[0], endpoint.as_ref())?;
+        if let Some(replica) = &replica {
+            // The replica's issuer is a pool entry of its own, with its own keys.
+            let id = &self.pools[0];
+            let mut replica_issuers = Issuers::new(vec![format!("{}/{id}", cognito_origin(&replica.region))]);
+            let replica_endpoint =
+                replica.endpoint.as_deref().map(|e| checked_url(e, "replica_endpoint_url()"));
+            let replica_endpoint = replica_endpoint.transpose()?;
+            if let Some(e) = &replica_endpoint {
+                replica_issuers.add_emulator(e, &[id]);
+            }
+            let jwks = self.jwks(id, &replica_issuers, replica_endpoint.as_ref())?;
+            pools.push(PoolSettings { id: id.clone(), region: replica.region.clone(), jwks, replica: true });
+            issuers.push(replica_issuers);
         }
         let policy = ClaimPolicy {
             issuers,
@@ -659,6 +726,7 @@ impl VerifierBuilder {
                 ..self.cache
             },
             pools,
+            replica,
             max_in_flight: self.max_in_flight,
             max_per_second,
             per_user,
@@ -669,6 +737,75 @@ impl VerifierBuilder {
             #[cfg(feature = "events")]
             events: self.events()?,
             seams: self.seams,
+        }))
+    }
+
+    /// A replicated pool's settings, checked: one pool, a region in the pool's partition other
+    /// than its own, an endpoint when the pool's is overridden, a preferred region among the two.
+    fn replica(
+        &self,
+        pool_region: &str,
+        endpoint: Option<&Uri>,
+    ) -> Result<Option<crate::regions::ReplicaSettings>, ConfigError> {
+        let invalid = |setting, reason| Err(ConfigError::InvalidSetting { setting, reason });
+        let Some(region) = &self.replica_region else {
+            return match (&self.replica_endpoint, &self.preferred_region) {
+                (Some(_), _) => {
+                    invalid("replica_endpoint_url", "is the replica's endpoint: set replica_region too")
+                }
+                (_, Some(_)) => invalid(
+                    "preferred_region",
+                    "chooses between a replicated pool's regions: set replica_region too",
+                ),
+                (None, None) => Ok(None),
+            };
+        };
+        if self.pools.len() > 1 {
+            return invalid(
+                "replica_region",
+                "a replicated pool needs a verifier of its own: build one verifier per replicated pool",
+            );
+        }
+        if !is_region(region) {
+            return invalid("replica_region", "a region such as `us-west-2`");
+        }
+        if region == pool_region {
+            return invalid(
+                "replica_region",
+                "the replica's region, not the pool's own (the region its id names)",
+            );
+        }
+        let suffix = |r: &str| {
+            cognito_origin(r).trim_start_matches("https://cognito-idp.").trim_start_matches(r).to_owned()
+        };
+        if suffix(region) != suffix(pool_region) {
+            return invalid(
+                "replica_region",
+                "a region of the pool's own partition (aws, aws-cn, aws-us-gov...)",
+            );
+        }
+        if endpoint.is_some() && self.replica_endpoint.is_none() {
+            return invalid("replica_endpoint_url", "the pool's endpoint is overridden: give the replica's endpoint too, or calls would leave for AWS");
+        }
+        let prefer_replica = match self.preferred_region.as_deref() {
+            None => false,
+            Some(r) if r == pool_region => false,
+            Some(r) if r == region => true,
+            Some(_) => {
+                return invalid(
+                    "preferred_region",
+                    "one of the pool's two regions: its own or replica_region",
+                )
+            }
+        };
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.failover_probe_interval) {
+            return invalid("failover_probe_interval", "from 1 s to 5 minutes");
+        }
+        Ok(Some(crate::regions::ReplicaSettings {
+            region: region.clone(),
+            endpoint: self.replica_endpoint.clone(),
+            prefer_replica,
+            probe_interval: self.failover_probe_interval,
         }))
     }
 
@@ -959,11 +1096,7 @@ fn pool_region(pool_id: &str) -> Result<&str, &'static str> {
     let Some((region, id)) = pool_id.split_once('_') else {
         return Err("no `_` separates the region from the id");
     };
-    let region_ok = region.split('-').count() >= 3
-        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && region.ends_with(|c: char| c.is_ascii_digit())
-        && !region.contains("--");
-    if !region_ok {
+    if !is_region(region) {
         return Err("the part before `_` is not a region such as `eu-west-1`");
     }
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -973,6 +1106,14 @@ fn pool_region(pool_id: &str) -> Result<&str, &'static str> {
         return Err("it is longer than 55 characters");
     }
     Ok(region)
+}
+
+/// A region's name, such as `eu-west-1` or `us-gov-west-1`.
+fn is_region(region: &str) -> bool {
+    region.split('-').count() >= 3
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && region.ends_with(|c: char| c.is_ascii_digit())
+        && !region.contains("--")
 }
 
 /// An emulator's pool id: `<word>_<id>`, such as cognito-local's `local_0uznJEKW`.

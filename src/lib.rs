@@ -99,6 +99,7 @@ mod lifecycle;
 mod middleware;
 mod ops;
 mod refresh;
+mod regions;
 pub mod telemetry;
 mod token;
 mod user;
@@ -162,7 +163,7 @@ pub use config::VerifierBuilder;
 pub use error::{ConfigError, Rejection, Unavailable, UnavailableKind, VerifyError};
 pub use extract::BearerToken;
 pub use middleware::{AuthError, AuthErrorKind, CognitoAuth};
-pub use ops::{Readiness, RedisState, ResourceMetadata, RESOURCE_METADATA_PATH};
+pub use ops::{Readiness, RedisState, RegionHealth, ResourceMetadata, RESOURCE_METADATA_PATH};
 pub use user::{Attributes, CognitoUser, IdTokenUser, MachineClient, Names, Principal};
 pub use verifier::Verifier;
 

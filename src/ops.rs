@@ -26,6 +26,22 @@ pub struct Readiness {
     /// Fleet mode: whether Redis is in use or skipped after a failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisState>,
+    /// A replicated pool: each region, the preferred one first, and whether calls go to it.
+    /// Empty otherwise. A region down is not unreadiness: the other one answers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionHealth>,
+}
+
+/// One region of a replicated pool, in [`Readiness::regions`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RegionHealth {
+    /// The region, such as `us-west-2`.
+    pub region: String,
+    /// Whether calls go to it: false while it is skipped after failures, until a probe succeeds.
+    pub available: bool,
+    /// Whether calls go to it first.
+    pub preferred: bool,
 }
 
 /// The state of fleet mode's Redis.

@@ -4,8 +4,8 @@
 //! Every handle is registered once, when the verifier is built, with its `# HELP` text, so that
 //! recording costs one atomic add on the hot path. Install the recorder before building the
 //! verifier: handles registered before any recorder is installed record nothing. Labels come
-//! from small fixed sets (outcomes, [`Rejection`] and [`UnavailableKind`] codes, cache levels):
-//! never a token, a user or a pool. The Redis series exist only in fleet mode (feature
+//! from small fixed sets (outcomes, [`Rejection`] and [`UnavailableKind`] codes, cache levels,
+//! the regions of the pools): never a token, a user or a pool. The Redis series exist only in fleet mode (feature
 //! `redis`, with [`redis`](crate::VerifierBuilder) set).
 //!
 //! The crate sets nothing global. Durations are histograms: give the exporter their buckets,
@@ -28,16 +28,15 @@
 //! | `actix_cognito_cache_hits_total` | counter | `level` (`local`, `redis`) | verdicts found in a cache |
 //! | `actix_cognito_cache_misses_total` | counter | `level` | verdicts not found there |
 //! | `actix_cognito_cache_entries` | gauge | | fresh positive verdicts held |
-//! | `actix_cognito_get_user_calls_total` | counter | | `GetUser` and userInfo calls made |
-//! | `actix_cognito_get_user_duration_seconds` | histogram | | how long each took |
+//! | `actix_cognito_get_user_calls_total` | counter | `region` | `GetUser` and userInfo calls made |
+//! | `actix_cognito_get_user_duration_seconds` | histogram | `region` | how long each took |
+//! | `actix_cognito_region_available` | gauge | `region` | 1 while calls go to a replicated pool's region, 0 while it is skipped |
 //! | `actix_cognito_refreshes_total` | counter | `outcome` | verdicts refreshed ahead of expiry |
 //! | `actix_cognito_jwks_fetches_total` | counter | | JWKS documents fetched |
 //! | `actix_cognito_quota_refusals_total` | counter | | calls the quota guard refused |
 //! | `actix_cognito_effective_ttl_seconds` | gauge | | the TTL in force: the revocation delay |
 //! | `actix_cognito_redis_errors_total` | counter | | Redis operations that failed (fleet mode) |
 //! | `actix_cognito_redis_breaker_open` | gauge | | 1 while Redis is skipped after errors (fleet mode) |
-
-use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics::{Counter, Gauge, Histogram};
@@ -66,9 +65,9 @@ pub mod names {
     pub const CACHE_MISSES: &str = "actix_cognito_cache_misses_total";
     /// Fresh positive verdicts held in this process.
     pub const CACHE_ENTRIES: &str = "actix_cognito_cache_entries";
-    /// `GetUser` (and userInfo) calls made.
+    /// `GetUser` (and userInfo) calls made, by `region`.
     pub const GET_USER_CALLS: &str = "actix_cognito_get_user_calls_total";
-    /// How long each `GetUser` (or userInfo) call took, in seconds: a histogram.
+    /// How long each `GetUser` (or userInfo) call took, in seconds, by `region`: a histogram.
     pub const GET_USER_DURATION: &str = "actix_cognito_get_user_duration_seconds";
     /// Verdicts re-verified ahead of their expiry, by `outcome`.
     pub const REFRESHES: &str = "actix_cognito_refreshes_total";
@@ -82,6 +81,8 @@ pub mod names {
     pub const REDIS_BREAKER_OPEN: &str = "actix_cognito_redis_breaker_open";
     /// The cache TTL in force, in seconds: the revocation delay of a token verified now.
     pub const EFFECTIVE_TTL: &str = "actix_cognito_effective_ttl_seconds";
+    /// 1 while calls go to this `region` of a replicated pool, 0 while it is skipped.
+    pub const REGION_AVAILABLE: &str = "actix_cognito_region_available";
 }
 
 /// The buckets of `actix_cognito_get_user_duration_seconds`, in seconds: 5 ms (a call in the
@@ -100,8 +101,16 @@ fn describe() {
     describe_counter!(CACHE_HITS, "Verdicts found in a cache, by level (local, redis)");
     describe_counter!(CACHE_MISSES, "Verdicts not found in a cache, by level (local, redis)");
     describe_gauge!(CACHE_ENTRIES, "Fresh positive verdicts held in this process");
-    describe_counter!(GET_USER_CALLS, "GetUser and userInfo calls made to Cognito");
-    describe_histogram!(GET_USER_DURATION, Unit::Seconds, "How long each GetUser or userInfo call took");
+    describe_counter!(GET_USER_CALLS, "GetUser and userInfo calls made to Cognito, by region");
+    describe_histogram!(
+        GET_USER_DURATION,
+        Unit::Seconds,
+        "How long each GetUser or userInfo call took, by region"
+    );
+    describe_gauge!(
+        REGION_AVAILABLE,
+        "1 while calls go to this region of a replicated pool, 0 while it is skipped after failures"
+    );
     describe_counter!(REFRESHES, "Verdicts re-verified ahead of their expiry, by outcome");
     describe_counter!(JWKS_FETCHES, "JWKS documents fetched");
     describe_counter!(QUOTA_REFUSALS, "GetUser calls the quota guard refused (each a 503)");
@@ -132,8 +141,6 @@ pub(crate) struct Telemetry {
     pub(crate) entries: Gauge,
     /// The cache TTL in force: the revocation delay of a token verified now.
     pub(crate) effective_ttl: Gauge,
-    pub(crate) get_user_calls: Counter,
-    get_user_duration: Histogram,
     refreshes: [Counter; Refreshed::ALL.len()],
     pub(crate) jwks_fetches: Counter,
     pub(crate) quota_refusals: Counter,
@@ -162,8 +169,6 @@ impl Telemetry {
             redis_misses: counter!(CACHE_MISSES, "level" => "redis"),
             entries: gauge!(CACHE_ENTRIES),
             effective_ttl: gauge!(EFFECTIVE_TTL),
-            get_user_calls: counter!(GET_USER_CALLS),
-            get_user_duration: histogram!(GET_USER_DURATION),
             refreshes: Refreshed::ALL.map(|r| counter!(REFRESHES, "outcome" => r.as_str())),
             jwks_fetches: counter!(JWKS_FETCHES),
             quota_refusals: counter!(QUOTA_REFUSALS),
@@ -191,8 +196,30 @@ impl Telemetry {
     pub(crate) fn refreshed(&self, outcome: Refreshed) {
         self.refreshes[Refreshed::ALL.iter().position(|r| *r == outcome).unwrap_or(0)].increment(1);
     }
+}
 
-    pub(crate) fn get_user_took(&self, took: Duration) {
-        self.get_user_duration.record(took.as_secs_f64());
+/// The call metrics of one region: `GetUser` (or userInfo) calls and how long they took.
+#[derive(Clone)]
+pub(crate) struct CallMetrics {
+    calls: Counter,
+    duration: Histogram,
+}
+
+impl CallMetrics {
+    pub(crate) fn new(region: &str) -> Self {
+        use names::*;
+        CallMetrics {
+            calls: counter!(GET_USER_CALLS, "region" => region.to_owned()),
+            duration: histogram!(GET_USER_DURATION, "region" => region.to_owned()),
+        }
+    }
+
+    /// Runs the call, counted and timed.
+    pub(crate) async fn time<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        self.calls.increment(1);
+        let started = std::time::Instant::now();
+        let out = call.await;
+        self.duration.record(started.elapsed().as_secs_f64());
+        out
     }
 }

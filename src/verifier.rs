@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cache::{
     CacheSettings, Counters, Flight, Loaded, Outcome, Refreshed, Stats, Target, VerdictCache,
@@ -19,8 +19,10 @@ use crate::guard::QuotaGuard;
 use crate::issuer::Issuers;
 use crate::jwks::{FetchKeys, JwksSettings, KeySet};
 use crate::lifecycle::Lifecycle;
-use crate::ops::{Readiness, RedisState, ResourceMetadata};
+use crate::ops::{Readiness, RedisState, RegionHealth, ResourceMetadata};
 use crate::refresh::Refresher;
+use crate::regions::{Region, Regions, ReplicaSettings};
+use crate::telemetry::CallMetrics;
 use crate::telemetry::Telemetry;
 use crate::token::{self, ClaimPolicy, Claims, TokenKey};
 use crate::user::{CognitoUser, IdTokenUser, MachineClient, Principal, Profile};
@@ -78,6 +80,8 @@ struct Inner {
     refresher: Refresher,
     /// Stops the background tasks when the last clone is dropped.
     lifecycle: Lifecycle,
+    /// A replicated pool's two regions, for readiness.
+    regions: Option<Arc<Regions>>,
 }
 
 /// The parts a built verifier is made of.
@@ -87,6 +91,8 @@ pub(crate) struct Settings {
     pub(crate) policy: ClaimPolicy,
     /// The calls' settings; the region is each pool's.
     pub(crate) call: CallSettings,
+    /// The (single) pool's replica, if it is replicated.
+    pub(crate) replica: Option<ReplicaSettings>,
     pub(crate) cache: CacheSettings,
     pub(crate) max_in_flight: usize,
     pub(crate) max_per_second: Option<NonZeroU32>,
@@ -127,14 +133,22 @@ pub(crate) struct PoolSettings {
     pub(crate) id: String,
     pub(crate) region: String,
     pub(crate) jwks: Option<JwksSettings>,
+    /// The replica region's view of the pool before it: its issuer and keys, not a pool of its
+    /// own.
+    pub(crate) replica: bool,
 }
 
-/// One user pool: its id (shared by its principals), region, keys and regional client.
+/// One user pool: its id (shared by its principals), region, keys and regional client. A
+/// replicated pool has a second entry for the replica region's issuer, with the same id and
+/// client.
 struct Pool {
     id: Arc<str>,
     region: String,
     keys: Option<KeySet>,
     cognito: Arc<dyn Introspect>,
+    /// The region's `GetUser`/userInfo count and latency.
+    calls: CallMetrics,
+    replica: bool,
 }
 
 /// The most distinct unexpected issuer origins reported.
@@ -206,22 +220,40 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
+/// A replicated pool's regions: the pool's own and the replica's, the preferred one first.
+fn regions_of(s: &Settings, replica: &ReplicaSettings) -> Regions {
+    let region = |name: &str, endpoint: Option<String>| {
+        let call = CallSettings { region: name.to_owned(), endpoint, ..s.call.clone() };
+        Region::new(name.to_owned(), Arc::new(Cognito::new(&call, CallMetrics::new(name))))
+    };
+    let primary = region(&s.pools[0].region, s.call.endpoint.clone());
+    let secondary = region(&replica.region, replica.endpoint.clone());
+    match replica.prefer_replica {
+        true => Regions::new(secondary, primary, replica.probe_interval),
+        false => Regions::new(primary, secondary, replica.probe_interval),
+    }
+}
+
 impl Verifier {
     pub(crate) fn from_settings(s: Settings) -> Self {
-        // One client per region, shared by the pools of that region.
+        // One client per region, shared by the pools of that region; a replicated pool's client
+        // fails over between its two regions.
+        let regions = s.replica.as_ref().map(|replica| Arc::new(regions_of(&s, replica)));
         let mut clients: HashMap<String, Arc<dyn Introspect>> = HashMap::new();
         let pools = s
             .pools
             .into_iter()
             .map(|p| {
+                let calls = CallMetrics::new(&p.region);
                 let cognito = clients
                     .entry(p.region.clone())
-                    .or_insert_with(|| match &s.seams.introspect {
-                        Some(fake) => fake.clone(),
-                        None => Arc::new(Cognito::new(&CallSettings {
-                            region: p.region.clone(),
-                            ..s.call.clone()
-                        })),
+                    .or_insert_with(|| match (&s.seams.introspect, &regions) {
+                        (Some(fake), _) => fake.clone(),
+                        (None, Some(regions)) => regions.clone(),
+                        (None, None) => Arc::new(Cognito::new(
+                            &CallSettings { region: p.region.clone(), ..s.call.clone() },
+                            calls.clone(),
+                        )),
                     })
                     .clone();
                 let fetched = s.telemetry.jwks_fetches.clone();
@@ -229,7 +261,7 @@ impl Verifier {
                     Some(fake) => KeySet::with_source(j, fetched, fake.clone()),
                     None => KeySet::new(j, fetched),
                 });
-                Pool { id: Arc::from(p.id), region: p.region, keys, cognito }
+                Pool { id: Arc::from(p.id), region: p.region, keys, cognito, calls, replica: p.replica }
             })
             .collect();
         let issuers = s.policy.issuers.iter().flat_map(|i| i.exact.iter().cloned()).collect();
@@ -253,6 +285,7 @@ impl Verifier {
             retry_after: s.call.retry_after,
             refresher: Refresher::default(),
             lifecycle: Lifecycle::default(),
+            regions,
             #[cfg(feature = "redis")]
             fleet: s.fleet,
             #[cfg(feature = "events")]
@@ -432,7 +465,7 @@ impl Verifier {
 
     /// Every user pool id accepted, the first one first.
     pub fn user_pool_ids(&self) -> impl Iterator<Item = &str> {
-        self.0.pools.iter().map(|p| &*p.id)
+        self.0.pools.iter().filter(|p| !p.replica).map(|p| &*p.id)
     }
 
     /// The cache TTL in force: how long a verdict made now is reused, which is the longest a
@@ -491,11 +524,21 @@ impl Verifier {
             }
         }
         let mut loaded = 0;
-        for keys in self.keys() {
-            loaded += keys.fetch().await.map_err(|e| {
-                self.load_keys_in_background();
-                ConfigError::Jwks(format!("fetching the JWKS from {}: {e}", keys.url()))
-            })?;
+        for pool in &self.0.pools {
+            let Some(keys) = &pool.keys else { continue };
+            match keys.fetch().await {
+                Ok(n) => loaded += n,
+                // A replica region's keys are not needed to serve: its outage is what failover
+                // is for. They are fetched in the background, and when a token needs them.
+                Err(e) if pool.replica => {
+                    self.load_keys_in_background();
+                    tracing::warn!(region = %pool.region, "fetching the replica's JWKS from {}: {e}", keys.url());
+                }
+                Err(e) => {
+                    self.load_keys_in_background();
+                    return Err(ConfigError::Jwks(format!("fetching the JWKS from {}: {e}", keys.url())));
+                }
+            }
         }
         Ok(loaded)
     }
@@ -536,10 +579,18 @@ impl Verifier {
     pub fn readiness(&self) -> Readiness {
         let inner = &*self.0;
         let keys = self.keys().map(KeySet::key_count).sum();
-        let ready = self.keys().all(|k| k.key_count() > 0);
-        if !ready {
+        let ready = inner
+            .pools
+            .iter()
+            .filter(|p| !p.replica)
+            .filter_map(|p| p.keys.as_ref())
+            .all(|k| k.key_count() > 0);
+        if !ready || self.keys().any(|k| k.key_count() == 0) {
             self.load_keys_in_background();
         }
+        let regions = inner.regions.iter().flat_map(|r| r.regions().iter().enumerate()).map(|(i, r)| {
+            RegionHealth { region: r.name().to_owned(), available: r.is_available(), preferred: i == 0 }
+        });
         let since = |at: &AtomicI64| {
             let at = at.load(Relaxed);
             (at != i64::MIN).then(|| {
@@ -558,6 +609,7 @@ impl Verifier {
             since_get_user_answer: since(&inner.get_user_answered),
             since_get_user_failure: since(&inner.get_user_failed),
             redis,
+            regions: regions.collect(),
         }
     }
 
@@ -841,13 +893,11 @@ impl Verifier {
                 .admit_for(&claims.sub)
                 .inspect_err(|_| inner.telemetry.quota_refusals.increment(1))?;
             Counters::bump(&inner.cache.counters.get_user_calls);
-            inner.telemetry.get_user_calls.increment(1);
-            let started = Instant::now();
+            // The client counts and times `GetUser` in the region that answers.
             let answer = match (checked.kind, &inner.user_info) {
-                (Kind::UserInfo, Some(user_info)) => user_info.user_info(token).await,
+                (Kind::UserInfo, Some(user_info)) => pool.calls.time(user_info.user_info(token)).await,
                 _ => pool.cognito.get_user(token).await,
             };
-            inner.telemetry.get_user_took(started.elapsed());
             let at = if answer.as_ref().is_err_and(VerifyError::is_unavailable) {
                 &inner.get_user_failed
             } else {

@@ -57,6 +57,7 @@ struct FakeState {
     calls: AtomicU64,
     user_info_calls: AtomicU64,
     revoke_token_calls: AtomicU64,
+    global_sign_out_calls: AtomicU64,
     signed_calls: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -99,6 +100,7 @@ impl FakeCognito {
             calls: AtomicU64::new(0),
             user_info_calls: AtomicU64::new(0),
             revoke_token_calls: AtomicU64::new(0),
+            global_sign_out_calls: AtomicU64::new(0),
             signed_calls: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
@@ -143,6 +145,12 @@ impl FakeCognito {
     /// `RevokeToken` calls received so far (answered with success, or the behaviour's error).
     pub fn revoke_token_calls(&self) -> u64 {
         self.state.revoke_token_calls.load(SeqCst)
+    }
+
+    /// `GlobalSignOut` calls received so far, unless forwarded: each revokes its token (as
+    /// [`revoke`](Self::revoke) does), or answers the behaviour's error.
+    pub fn global_sign_out_calls(&self) -> u64 {
+        self.state.global_sign_out_calls.load(SeqCst)
     }
 
     /// `GetUser` calls received so far.
@@ -274,6 +282,9 @@ async fn handle(state: Arc<FakeState>, request: hyper::Request<Incoming>) -> Res
         }
         (_, Some("GetUser")) => serve_get_user(&state, &behaviour, &request).await,
         (_, Some("RevokeToken")) => Some(revoke_token_answer(&state, &behaviour)),
+        (_, Some("GlobalSignOut")) if !matches!(behaviour, Behaviour::Forward(_)) => {
+            global_sign_out_answer(&state, &behaviour, &request)
+        }
         _ => Some(match &behaviour {
             Behaviour::Forward(upstream) => forward(&state, upstream, &request).await,
             _ => response(400, &[("x-amzn-ErrorType", "UnknownOperationException")], "{}"),
@@ -451,6 +462,23 @@ async fn serve_user_info(state: &FakeState, behaviour: &Behaviour, request: &Req
     let latency = *state.latency.lock().unwrap();
     tokio::time::sleep(latency).await;
     user_info_answer(behaviour, revoked, request)
+}
+
+/// `GlobalSignOut`'s answer: the token revoked from now on (`NotAuthorizedException` when it
+/// already was), or the behaviour's error; `None` to hang.
+fn global_sign_out_answer(state: &FakeState, behaviour: &Behaviour, request: &Request) -> Option<Answer> {
+    state.global_sign_out_calls.fetch_add(1, SeqCst);
+    let error = |status, code: &str| {
+        json_answer(status, Some(code), &serde_json::json!({"__type": code, "message": "fake"}))
+    };
+    Some(match behaviour {
+        Behaviour::Hang => return None,
+        Behaviour::Error(status, code) => error(*status, code),
+        _ => match token_of(request).is_some_and(|token| state.revoked.lock().unwrap().insert(token)) {
+            true => json_answer(200, None, &serde_json::json!({})),
+            false => error(400, "NotAuthorizedException"),
+        },
+    })
 }
 
 /// `RevokeToken`'s answer: success, or the behaviour's error.

@@ -17,6 +17,7 @@ mod hostile;
 mod middleware;
 mod operations;
 mod prometheus;
+mod replicas;
 mod scale;
 mod signature;
 mod step_up;
