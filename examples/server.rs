@@ -15,6 +15,9 @@
 //! | `AWS_REGION` | must match the pool id if set |
 //! | `AWS_ENDPOINT_URL` | an emulator's endpoint, such as `http://127.0.0.1:4566` |
 //! | `COGNITO_ALLOW_ISSUER` | further accepted `iss` values, comma-separated (emulators with an issuer of their own) |
+//! | `COGNITO_REPLICA_REGION` | a replicated pool's replica region, such as `us-west-2`: its issuer is accepted, and calls fail over to it while the pool's region is unavailable (default: none) |
+//! | `COGNITO_REPLICA_ENDPOINT_URL` | the replica's endpoint, as `AWS_ENDPOINT_URL` is the pool's (an emulator standing in for the second region) |
+//! | `COGNITO_PREFERRED_REGION` | which of the two regions calls go to first (default: the pool's own) |
 //! | `COGNITO_STEP_UP_ACR` | `/sensitive`: authentication levels (`acr`, such as `urn:cognito:loa:3`) a token's sign-in must have reached one of, comma-separated (default: not checked) |
 //! | `COGNITO_STEP_UP_MAX_AGE_SECS` | `/sensitive`: the oldest sign-in (`auth_time`) accepted, in seconds (default: not checked) |
 //! | `PORT` | port on 127.0.0.1 (default 8080) |
@@ -195,7 +198,22 @@ async fn verifier_from_env() -> Verifier {
             "COGNITO_EVENTS_QUEUE_URL={url:?} needs the `events` feature: cargo run --features events --example server"
         ));
     }
+    builder = replica_from_env(builder);
     builder.build().unwrap_or_else(|e| fail(e))
+}
+
+/// A replicated pool's settings from the environment.
+fn replica_from_env(mut builder: actix_cognito::VerifierBuilder) -> actix_cognito::VerifierBuilder {
+    if let Some(region) = env("COGNITO_REPLICA_REGION") {
+        builder = builder.replica_region(region);
+    }
+    if let Some(url) = env("COGNITO_REPLICA_ENDPOINT_URL") {
+        builder = builder.replica_endpoint_url(url);
+    }
+    if let Some(region) = env("COGNITO_PREFERRED_REGION") {
+        builder = builder.preferred_region(region);
+    }
+    builder
 }
 
 /// `/sensitive`'s middleware: `auth` with the step-up requirements of the environment.

@@ -61,12 +61,12 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
-    /// A numeric setting is out of range.
-    #[error("setting `{setting}` is out of range: {reason}")]
+    /// A setting is out of range, or does not fit the others.
+    #[error("setting `{setting}` is invalid: {reason}")]
     InvalidSetting {
         /// The builder method at fault.
         setting: &'static str,
-        /// What range it takes.
+        /// What it takes.
         reason: &'static str,
     },
 }

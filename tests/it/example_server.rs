@@ -387,3 +387,94 @@ async fn the_example_server_lets_a_recent_sign_in_at_the_level_through_the_sensi
         assert_eq!(get_with_token(server.addr, "/me", &t).await.status, 200);
     }
 }
+
+/// A replicated pool through the example server: moto behind two loopback fakes standing in for
+/// the pool's region and the replica's. The primary fails (500s): the first new token fails over,
+/// the next ten go straight to the replica, a sign-out goes through the replica, `/ready` and
+/// `/metrics` show each region, and traffic returns once the primary answers again.
+#[tokio::test]
+async fn the_example_server_fails_over_to_the_replica_region_and_back() {
+    use actix_cognito::testing::{Behaviour, FakeCognito};
+    let s = seeded("replica-example").await;
+    let replica = FakeCognito::start(Behaviour::Forward(s.emulator.endpoint().to_owned())).await.unwrap();
+    let (primary_url, replica_url) = (s.proxy.endpoint(), replica.endpoint());
+    let vars = [
+        ("COGNITO_USER_POOL_ID", s.pool.pool_id.as_str()),
+        ("COGNITO_CLIENT_ID", s.pool.client_id.as_str()),
+        ("AWS_ENDPOINT_URL", &primary_url),
+        ("COGNITO_REPLICA_REGION", "us-west-2"),
+        ("COGNITO_REPLICA_ENDPOINT_URL", &replica_url),
+        // Every token is alice's: past the per-user rate, a new one would wait for its turn.
+        ("COGNITO_MAX_CALLS_PER_USER", "100"),
+    ];
+    let server = start(&vars).await;
+    let addr = server.addr;
+    assert_eq!(get_with_token(addr, "/me", &s.tokens.access).await.status, 200);
+    assert_eq!((s.proxy.get_user_calls(), replica.get_user_calls()), (1, 0));
+    let ready = get(addr, "/ready", &[]).await;
+    assert_eq!(
+        ready.json()["regions"][1],
+        serde_json::json!({"region": "us-west-2", "available": true, "preferred": false})
+    );
+
+    s.proxy.set_behaviour(Behaviour::Error(500, "InternalErrorException".into()));
+    let fresh = || s.pool.sign_in(&s.pool.client_id, "alice", PASSWORD);
+    let first = fresh().await.unwrap().access;
+    let started = std::time::Instant::now();
+    let r = get_with_token(addr, "/me", &first).await;
+    let failover = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let primary_calls = s.proxy.get_user_calls();
+    let mut took = Vec::new();
+    for _ in 0..10 {
+        let token = fresh().await.unwrap().access;
+        let started = std::time::Instant::now();
+        assert_eq!(get_with_token(addr, "/me", &token).await.status, 200);
+        took.push(started.elapsed());
+    }
+    took.sort();
+    eprintln!("failover in {failover:?}; then a new token's median {:?}, slowest {:?}", took[5], took[9]);
+    assert_eq!(s.proxy.get_user_calls(), primary_calls, "a request waited on the primary known down");
+    assert_eq!(replica.get_user_calls(), 11);
+    let ready = get(addr, "/ready", &[]).await;
+    assert_eq!(ready.status, 200, "a region down is not unreadiness");
+    assert_eq!(ready.json()["regions"][0]["available"], false);
+    let metrics = get(addr, "/metrics", &[]).await.body;
+    assert_eq!(sample(&metrics, "actix_cognito_get_user_calls_total{region=\"us-west-2\"}"), 11.0);
+    assert_eq!(sample(&metrics, "actix_cognito_region_available{region=\"us-east-1\"}"), 0.0);
+    assert_eq!(sample(&metrics, "actix_cognito_region_available{region=\"us-west-2\"}"), 1.0);
+
+    // A sign-out while the primary is down goes through the replica.
+    let logout = common::http::post_with_token(addr, "/logout", &s.tokens.access).await;
+    assert_eq!(logout.status, 204, "{}", logout.body);
+    assert_eq!(get_with_token(addr, "/me", &s.tokens.access).await.status, 401);
+
+    // Recovered: a probe every 10 s brings the traffic back.
+    s.proxy.set_behaviour(Behaviour::Forward(s.emulator.endpoint().to_owned()));
+    let started = std::time::Instant::now();
+    loop {
+        let token = fresh().await.unwrap().access;
+        let before = s.proxy.get_user_calls();
+        assert_eq!(get_with_token(addr, "/me", &token).await.status, 200);
+        if s.proxy.get_user_calls() > before {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no traffic back to the primary in 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    eprintln!("traffic back to the primary {:?} after it recovered", started.elapsed());
+    let ready = get(addr, "/ready", &[]).await;
+    assert_eq!(ready.json()["regions"][0]["available"], true);
+    drop(server);
+
+    // A replica region that is the pool's own is refused at start, naming the setting.
+    let mut bad = vars.to_vec();
+    bad[3] = ("COGNITO_REPLICA_REGION", "us-east-1");
+    let out = command(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("replica_region"), "{err}");
+}
