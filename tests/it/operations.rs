@@ -32,7 +32,7 @@ async fn metrics_move_exactly_as_the_requests_say() {
         verifier.verify(&token).await.unwrap();
     }
     let page = metrics.render();
-    assert_eq!(sample(&page, "actix_cognito_get_user_calls_total"), 1.0, "{page}");
+    assert_eq!(sample(&page, r#"actix_cognito_get_user_calls_total{region="us-east-1"}"#), 1.0, "{page}");
     assert!(sample(&page, r#"actix_cognito_cache_hits_total{level="local"}"#) >= 4.0, "{page}");
     assert_eq!(sample(&page, r#"actix_cognito_verifications_total{outcome="accepted"}"#), 5.0, "{page}");
     assert_eq!(sample(&page, "actix_cognito_jwks_fetches_total"), 1.0, "{page}");
@@ -42,7 +42,7 @@ async fn metrics_move_exactly_as_the_requests_say() {
     let page = metrics.render();
     let malformed = r#"actix_cognito_verifications_total{outcome="rejected",reason="malformed"}"#;
     assert_eq!(sample(&page, malformed), 1.0, "{page}");
-    assert_eq!(sample(&page, "actix_cognito_get_user_calls_total"), 1.0, "{page}");
+    assert_eq!(sample(&page, r#"actix_cognito_get_user_calls_total{region="us-east-1"}"#), 1.0, "{page}");
 
     fake.set_behaviour(Behaviour::Error(500, "InternalErrorException".into()));
     assert!(verifier.verify(&fake_token("down", 3600)).await.unwrap_err().is_unavailable());
@@ -89,7 +89,7 @@ async fn the_example_server_exports_metrics_readiness_and_resource_metadata() {
     assert!(ready.json()["since_get_user_failure_secs"].as_f64().unwrap() < 5.0, "{}", ready.body);
 
     let page = get(addr, "/metrics", &[]).await.body;
-    assert_eq!(sample(&page, "actix_cognito_get_user_calls_total"), 2.0, "{page}");
+    assert_eq!(sample(&page, r#"actix_cognito_get_user_calls_total{region="us-east-1"}"#), 2.0, "{page}");
     assert!(sample(&page, r#"actix_cognito_cache_hits_total{level="local"}"#) >= 4.0, "{page}");
     assert_eq!(sample(&page, r#"actix_cognito_verifications_total{outcome="accepted"}"#), 5.0, "{page}");
     assert_eq!(
