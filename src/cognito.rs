@@ -14,6 +14,8 @@ use crate::telemetry::CallMetrics;
 /// Timeouts and retries of the `GetUser` call.
 #[derive(Debug, Clone)]
 pub(crate) struct CallSettings {
+    /// The one HTTP client (see the `transport` module).
+    pub(crate) http: aws_smithy_runtime_api::client::http::SharedHttpClient,
     /// The SDK configuration to start from (an `SdkConfig`'s or a ready client's), if any.
     pub(crate) base: Option<aws_sdk_cognitoidentityprovider::config::Builder>,
     pub(crate) region: String,
@@ -117,6 +119,7 @@ impl Cognito {
                     .with_max_backoff(Duration::from_millis(500)),
             );
         conf.set_credentials_provider(None);
+        conf.set_http_client(Some(s.http.clone()));
         // The calls are unsigned (no identity to cache) and bounded by the timeouts above (a
         // stalled body cannot outlive them): both layers are pure per-call cost, about 5 % of a
         // call's CPU on loopback (benches/hot_path.rs).

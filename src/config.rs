@@ -80,6 +80,10 @@ pub struct VerifierBuilder {
     replica_endpoint: Option<String>,
     preferred_region: Option<String>,
     failover_probe_interval: Duration,
+    /// The HTTP client of the `SdkConfig` or Cognito client given, if it has one.
+    sdk_http: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>,
+    /// Certificates to trust besides the system's, for the client the crate builds.
+    ca_pem: Option<Vec<u8>>,
 }
 
 /// A secret setting (a Redis URL may carry a password): `Debug` prints `[redacted]`.
@@ -164,6 +168,8 @@ impl VerifierBuilder {
             replica_endpoint: None,
             preferred_region: None,
             failover_probe_interval: Duration::from_secs(10),
+            sdk_http: None,
+            ca_pem: None,
         }
     }
 
@@ -192,7 +198,9 @@ impl VerifierBuilder {
 
     /// Builds the Cognito client from this shared AWS configuration, as every AWS service of
     /// the app does (`aws_config::defaults(BehaviorVersion::latest()).load().await`): HTTP client
-    /// (proxy, custom CA), FIPS and dual-stack endpoints, app name, endpoint override.
+    /// (proxy, custom CA), FIPS and dual-stack endpoints, app name, endpoint override. Its HTTP
+    /// client, when it has one, carries every call the crate makes: `GetUser`, the signing keys
+    /// and userInfo.
     ///
     /// The crate still decides what is its to decide: the region is the pool's (the
     /// configuration's region serves only pools whose id names none, on emulators), every call
@@ -219,6 +227,7 @@ impl VerifierBuilder {
         }
         self.sdk_region = config.region().map(|r| r.to_string());
         self.sdk_endpoint = config.endpoint_url().map(str::to_owned);
+        self.sdk_http = config.http_client();
         self
     }
 
@@ -232,7 +241,19 @@ impl VerifierBuilder {
             self.connect_timeout = connect.min(self.operation_timeout);
         }
         self.sdk_region = config.region().map(|r| r.to_string());
+        self.sdk_http = config.http_client();
         self.sdk = Some(config.to_builder());
+        self
+    }
+
+    /// Trusts these certificates (PEM, one or more) besides the system's roots, for every HTTPS
+    /// call the crate makes: `GetUser`, the signing keys (JWKS), userInfo. For a TLS-inspecting
+    /// proxy or a VPC endpoint with a private certificate. Without an
+    /// [`sdk_config`](Self::sdk_config) HTTP client, the crate builds the SDK's default client,
+    /// which honours `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`; with one, give the CA to that
+    /// client instead ([`build`](Self::build) refuses both).
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
         self
     }
 
@@ -699,6 +720,7 @@ impl VerifierBuilder {
             leeway_secs: self.leeway.as_secs() as i64,
             max_len: self.max_token_bytes,
         };
+        let transport = self.transport()?;
         let telemetry = Telemetry::register();
         #[cfg(feature = "redis")]
         let fleet = self.fleet(&telemetry)?;
@@ -708,6 +730,7 @@ impl VerifierBuilder {
             telemetry,
             policy,
             call: CallSettings {
+                http: transport.client(),
                 base: self.sdk.clone(),
                 region: String::new(),
                 endpoint: endpoint.map(|e| e.to_string()),
@@ -730,6 +753,7 @@ impl VerifierBuilder {
             max_in_flight: self.max_in_flight,
             max_per_second,
             per_user,
+            transport,
             user_info: match &self.user_info_domain {
                 Some(domain) => Some(checked_url(domain, "user_info_domain()")?.to_string()),
                 None => None,
@@ -738,6 +762,24 @@ impl VerifierBuilder {
             events: self.events()?,
             seams: self.seams,
         }))
+    }
+
+    /// The one HTTP client: the SDK configuration's, else the SDK's default with `ca_pem`.
+    fn transport(&self) -> Result<crate::transport::Transport, ConfigError> {
+        let client = match (&self.sdk_http, &self.ca_pem) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::InvalidSetting {
+                    setting: "ca_pem",
+                    reason: "the SdkConfig brings its own HTTP client, which carries every call: give the CA to that client",
+                })
+            }
+            (Some(client), None) => client.clone(),
+            (None, pem) => crate::transport::default_client(pem.as_deref()).map_err(|_| ConfigError::InvalidSetting {
+                setting: "ca_pem",
+                reason: "one or more PEM certificates (-----BEGIN CERTIFICATE-----)",
+            })?,
+        };
+        Ok(crate::transport::Transport::new(client, self.connect_timeout))
     }
 
     /// A replicated pool's settings, checked: one pool, a region in the pool's partition other

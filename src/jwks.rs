@@ -9,17 +9,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use crate::cognito::BoxFuture;
 use crate::error::{Rejection, Unavailable, UnavailableKind, VerifyError};
-
-pub(crate) type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// Largest JWKS document read.
 const MAX_JWKS_BYTES: usize = 64 * 1024;
@@ -38,23 +32,14 @@ pub(crate) trait FetchKeys: Send + Sync {
     fn fetch<'a>(&'a self, url: &'a str, timeout: Duration) -> BoxFuture<'a, Result<Bytes, String>>;
 }
 
-impl FetchKeys for HttpsClient {
+impl FetchKeys for crate::transport::Transport {
     fn fetch<'a>(&'a self, url: &'a str, timeout: Duration) -> BoxFuture<'a, Result<Bytes, String>> {
         Box::pin(async move {
-            let uri: http::Uri = url.parse().map_err(|e| format!("bad JWKS URL: {e}"))?;
-            let response = tokio::time::timeout(timeout, self.get(uri))
-                .await
-                .map_err(|_| "timed out".to_owned())?
-                .map_err(|e| format!("request failed: {e}"))?;
-            if !response.status().is_success() {
-                return Err(format!("answered {}", response.status()));
+            let (status, body) = self.get(url, None, MAX_JWKS_BYTES, timeout).await.map_err(|e| e.to_string())?;
+            match status {
+                200..=299 => Ok(body),
+                status => Err(format!("answered {status}")),
             }
-            let body =
-                tokio::time::timeout(timeout, Limited::new(response.into_body(), MAX_JWKS_BYTES).collect())
-                    .await
-                    .map_err(|_| "timed out".to_owned())?
-                    .map_err(|e| format!("body: {e}"))?;
-            Ok(body.to_bytes())
         })
     }
 }
@@ -72,10 +57,6 @@ pub(crate) struct KeySet {
 }
 
 impl KeySet {
-    pub(crate) fn new(settings: JwksSettings, fetched: metrics::Counter) -> Self {
-        Self::with_source(settings, fetched, Arc::new(https_client()))
-    }
-
     pub(crate) fn with_source(
         settings: JwksSettings,
         fetched: metrics::Counter,
@@ -216,24 +197,4 @@ impl KeySet {
         self.fetched_at.store(started, Relaxed);
         Ok(n)
     }
-}
-
-/// An HTTPS client on the SDK's own stack (hyper, rustls with aws-lc): no second TLS stack.
-pub(crate) fn https_client() -> HttpsClient {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = hyper_rustls::HttpsConnectorBuilder::new();
-    let builder = match builder.with_provider_and_native_roots(provider.clone()) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(error = %e, "no system root certificates: JWKS can only be fetched over http");
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("aws-lc supports the default protocol versions")
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-        }
-    };
-    let connector = builder.https_or_http().enable_http1().build();
-    Client::builder(TokioExecutor::new()).build(connector)
 }

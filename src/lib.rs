@@ -101,6 +101,7 @@ mod ops;
 mod refresh;
 mod regions;
 pub mod telemetry;
+mod transport;
 mod token;
 mod user;
 mod userinfo;

@@ -6,12 +6,10 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
 
 use crate::cognito::{BoxFuture, GetUserAnswer};
 use crate::error::{Rejection, Unavailable, UnavailableKind, VerifyError};
-use crate::jwks::{https_client, HttpsClient};
+use crate::transport::{Failure, Transport};
 
 /// Largest userInfo answer read.
 const MAX_USER_INFO_BYTES: usize = 64 * 1024;
@@ -23,7 +21,7 @@ pub(crate) trait AskUserInfo: Send + Sync {
 
 pub(crate) struct UserInfo {
     url: String,
-    http: HttpsClient,
+    http: Transport,
     timeout: Duration,
     retry_after: Duration,
 }
@@ -31,10 +29,10 @@ pub(crate) struct UserInfo {
 impl UserInfo {
     /// `domain` such as `https://auth.example.com` or the prefix domain
     /// `https://{prefix}.auth.{region}.amazoncognito.com`.
-    pub(crate) fn new(domain: &str, timeout: Duration, retry_after: Duration) -> Self {
+    pub(crate) fn new(domain: &str, http: Transport, timeout: Duration, retry_after: Duration) -> Self {
         UserInfo {
             url: format!("{}/oauth2/userInfo", domain.trim_end_matches('/')),
-            http: https_client(),
+            http,
             timeout,
             retry_after,
         }
@@ -42,28 +40,18 @@ impl UserInfo {
 
     async fn ask(&self, token: &str) -> Result<GetUserAnswer, VerifyError> {
         let unavailable = |kind| VerifyError::Unavailable(Unavailable::new(kind, self.retry_after));
-        let request = http::Request::get(&self.url)
-            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(Empty::<Bytes>::new())
-            .map_err(|_| unavailable(UnavailableKind::Other))?;
-        let exchange = async {
-            let response = self.http.request(request).await.map_err(|e| {
-                tracing::warn!(error = %e, "userInfo could not be reached");
-                unavailable(UnavailableKind::Connection)
+        let (status, body) =
+            self.http.get(&self.url, Some(token), MAX_USER_INFO_BYTES, self.timeout).await.map_err(|e| match e {
+                Failure::Timeout => {
+                    tracing::warn!("userInfo timed out");
+                    unavailable(UnavailableKind::Timeout)
+                }
+                Failure::Connection(why) => {
+                    tracing::warn!(error = %why, "userInfo could not be reached");
+                    unavailable(UnavailableKind::Connection)
+                }
             })?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_USER_INFO_BYTES)
-                .collect()
-                .await
-                .map_err(|_| unavailable(UnavailableKind::ServiceError))?
-                .to_bytes();
-            Ok::<_, VerifyError>((status, body))
-        };
-        let (status, body) = tokio::time::timeout(self.timeout, exchange).await.map_err(|_| {
-            tracing::warn!("userInfo timed out");
-            unavailable(UnavailableKind::Timeout)
-        })??;
-        match status.as_u16() {
+        match status {
             200 => parse(&body).ok_or_else(|| {
                 tracing::warn!("userInfo's answer could not be read");
                 unavailable(UnavailableKind::ServiceError)

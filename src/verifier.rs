@@ -91,6 +91,8 @@ pub(crate) struct Settings {
     pub(crate) policy: ClaimPolicy,
     /// The calls' settings; the region is each pool's.
     pub(crate) call: CallSettings,
+    /// The one HTTP client, for the keys and userInfo.
+    pub(crate) transport: crate::transport::Transport,
     /// The (single) pool's replica, if it is replicated.
     pub(crate) replica: Option<ReplicaSettings>,
     pub(crate) cache: CacheSettings,
@@ -259,7 +261,7 @@ impl Verifier {
                 let fetched = s.telemetry.jwks_fetches.clone();
                 let keys = p.jwks.map(|j| match &s.seams.keys {
                     Some(fake) => KeySet::with_source(j, fetched, fake.clone()),
-                    None => KeySet::new(j, fetched),
+                    None => KeySet::with_source(j, fetched, Arc::new(s.transport.clone())),
                 });
                 Pool { id: Arc::from(p.id), region: p.region, keys, cognito, calls, replica: p.replica }
             })
@@ -268,7 +270,7 @@ impl Verifier {
         let user_info: Option<Arc<dyn AskUserInfo>> = match (&s.seams.user_info, &s.user_info) {
             (Some(fake), _) => Some(fake.clone()),
             (None, Some(domain)) => {
-                Some(Arc::new(UserInfo::new(domain, s.call.operation_timeout, s.call.retry_after)))
+                Some(Arc::new(UserInfo::new(domain, s.transport.clone(), s.call.operation_timeout, s.call.retry_after)))
             }
             (None, None) => None,
         };
