@@ -14,6 +14,8 @@
 //! | `COGNITO_MAX_CALLS_PER_USER` | most `GetUser` calls a second for one user (default 8) |
 //! | `AWS_REGION` | must match the pool id if set |
 //! | `AWS_ENDPOINT_URL` | an emulator's endpoint, such as `http://127.0.0.1:4566` |
+//! | `AWS_CA_BUNDLE` | a PEM file of certificates to trust besides the system's, for every HTTPS call (a TLS-inspecting proxy, a private endpoint) |
+//! | `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY` | the proxy every call goes through, as the AWS SDK reads them |
 //! | `COGNITO_ALLOW_ISSUER` | further accepted `iss` values, comma-separated (emulators with an issuer of their own) |
 //! | `COGNITO_REPLICA_REGION` | a replicated pool's replica region, such as `us-west-2`: its issuer is accepted, and calls fail over to it while the pool's region is unavailable (default: none) |
 //! | `COGNITO_REPLICA_ENDPOINT_URL` | the replica's endpoint, as `AWS_ENDPOINT_URL` is the pool's (an emulator standing in for the second region) |
@@ -199,6 +201,11 @@ async fn verifier_from_env() -> Verifier {
         ));
     }
     builder = replica_from_env(builder);
+    if let Some(path) = env("AWS_CA_BUNDLE") {
+        let pem = std::fs::read(&path)
+            .unwrap_or_else(|e| fail(format!("AWS_CA_BUNDLE={path:?} cannot be read: {e}")));
+        builder = builder.ca_pem(pem);
+    }
     builder.build().unwrap_or_else(|e| fail(e))
 }
 

@@ -35,7 +35,8 @@ pub(crate) trait FetchKeys: Send + Sync {
 impl FetchKeys for crate::transport::Transport {
     fn fetch<'a>(&'a self, url: &'a str, timeout: Duration) -> BoxFuture<'a, Result<Bytes, String>> {
         Box::pin(async move {
-            let (status, body) = self.get(url, None, MAX_JWKS_BYTES, timeout).await.map_err(|e| e.to_string())?;
+            let (status, body) =
+                self.get(url, None, MAX_JWKS_BYTES, timeout).await.map_err(|e| e.to_string())?;
             match status {
                 200..=299 => Ok(body),
                 status => Err(format!("answered {status}")),

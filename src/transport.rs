@@ -23,7 +23,9 @@ use aws_smithy_runtime::client::identity::IdentityCache;
 use aws_smithy_runtime::client::orchestrator::endpoints::StaticUriEndpointResolver;
 use aws_smithy_runtime::client::retries::strategy::NeverRetryStrategy;
 use aws_smithy_runtime_api::client::auth::static_resolver::StaticAuthSchemeOptionResolver;
-use aws_smithy_runtime_api::client::http::{HttpClient, HttpConnector as _, HttpConnectorSettings, SharedHttpClient};
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector as _, HttpConnectorSettings, SharedHttpClient,
+};
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::{RuntimeComponents, RuntimeComponentsBuilder};
 use aws_smithy_types::body::SdkBody;
@@ -101,7 +103,9 @@ impl std::fmt::Debug for Transport {
 impl Transport {
     pub(crate) fn new(client: SharedHttpClient, connect_timeout: Duration) -> Self {
         let components = RuntimeComponentsBuilder::new("actix-cognito")
-            .with_auth_scheme_option_resolver(Some(StaticAuthSchemeOptionResolver::new(vec![NO_AUTH_SCHEME_ID])))
+            .with_auth_scheme_option_resolver(Some(StaticAuthSchemeOptionResolver::new(vec![
+                NO_AUTH_SCHEME_ID,
+            ])))
             .with_endpoint_resolver(Some(StaticUriEndpointResolver::uri("http://unused.invalid")))
             .with_auth_scheme(NoAuthScheme::new())
             .with_identity_cache(Some(IdentityCache::no_cache()))

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-
 use crate::cognito::{BoxFuture, GetUserAnswer};
 use crate::error::{Rejection, Unavailable, UnavailableKind, VerifyError};
 use crate::transport::{Failure, Transport};
@@ -41,14 +40,16 @@ impl UserInfo {
     async fn ask(&self, token: &str) -> Result<GetUserAnswer, VerifyError> {
         let unavailable = |kind| VerifyError::Unavailable(Unavailable::new(kind, self.retry_after));
         let (status, body) =
-            self.http.get(&self.url, Some(token), MAX_USER_INFO_BYTES, self.timeout).await.map_err(|e| match e {
-                Failure::Timeout => {
-                    tracing::warn!("userInfo timed out");
-                    unavailable(UnavailableKind::Timeout)
-                }
-                Failure::Connection(why) => {
-                    tracing::warn!(error = %why, "userInfo could not be reached");
-                    unavailable(UnavailableKind::Connection)
+            self.http.get(&self.url, Some(token), MAX_USER_INFO_BYTES, self.timeout).await.map_err(|e| {
+                match e {
+                    Failure::Timeout => {
+                        tracing::warn!("userInfo timed out");
+                        unavailable(UnavailableKind::Timeout)
+                    }
+                    Failure::Connection(why) => {
+                        tracing::warn!(error = %why, "userInfo could not be reached");
+                        unavailable(UnavailableKind::Connection)
+                    }
                 }
             })?;
         match status {

@@ -269,9 +269,12 @@ impl Verifier {
         let issuers = s.policy.issuers.iter().flat_map(|i| i.exact.iter().cloned()).collect();
         let user_info: Option<Arc<dyn AskUserInfo>> = match (&s.seams.user_info, &s.user_info) {
             (Some(fake), _) => Some(fake.clone()),
-            (None, Some(domain)) => {
-                Some(Arc::new(UserInfo::new(domain, s.transport.clone(), s.call.operation_timeout, s.call.retry_after)))
-            }
+            (None, Some(domain)) => Some(Arc::new(UserInfo::new(
+                domain,
+                s.transport.clone(),
+                s.call.operation_timeout,
+                s.call.retry_after,
+            ))),
             (None, None) => None,
         };
         let cache = VerdictCache::new(s.cache, s.telemetry.effective_ttl.clone());
