@@ -650,6 +650,20 @@ impl AuthError {
         &self.kind
     }
 
+    /// The HTTP status of the answer: 400, 401, 403, 500 or 503 (the same as
+    /// `ResponseError::status_code`, without importing it).
+    pub fn status(&self) -> StatusCode {
+        match &self.kind {
+            AuthErrorKind::MissingToken
+            | AuthErrorKind::InvalidToken(_)
+            | AuthErrorKind::InsufficientUserAuthentication(_) => StatusCode::UNAUTHORIZED,
+            AuthErrorKind::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            AuthErrorKind::InsufficientScope => StatusCode::FORBIDDEN,
+            AuthErrorKind::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AuthErrorKind::MiddlewareMissing => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
     /// The RFC 6750 error code, or another short code where RFC 6750 has none.
     pub fn code(&self) -> &'static str {
         match &self.kind {
@@ -723,15 +737,7 @@ impl fmt::Display for AuthError {
 
 impl ResponseError for AuthError {
     fn status_code(&self) -> StatusCode {
-        match &self.kind {
-            AuthErrorKind::MissingToken
-            | AuthErrorKind::InvalidToken(_)
-            | AuthErrorKind::InsufficientUserAuthentication(_) => StatusCode::UNAUTHORIZED,
-            AuthErrorKind::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            AuthErrorKind::InsufficientScope => StatusCode::FORBIDDEN,
-            AuthErrorKind::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AuthErrorKind::MiddlewareMissing => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.status()
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {

@@ -33,7 +33,7 @@ pub use fake::{Behaviour, FakeCognito};
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
 /// The endpoint tests use: `AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER`, else
-/// `AWS_ENDPOINT_URL`, else `http://127.0.0.1:4566` (where `localstack/start.sh` serves).
+/// `AWS_ENDPOINT_URL`, else `http://127.0.0.1:4566` (LocalStack's and `moto_server -p 4566`'s).
 pub fn endpoint_from_env() -> String {
     ["AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER", "AWS_ENDPOINT_URL"]
         .iter()
@@ -72,8 +72,9 @@ impl Emulator {
         let admin = Client::from_conf(conf);
         if let Err(e) = admin.list_user_pools().max_results(1).send().await {
             return Err(format!(
-                "no Cognito emulator answers at {endpoint} ({}): start one with `./localstack/start.sh` \
-                 or point AWS_ENDPOINT_URL at yours",
+                "no Cognito emulator answers at {endpoint} ({}): start one, such as moto's server \
+                 (`pip install 'moto[server]'`, then `moto_server -p 4566`), cognito-local \
+                 (`npx cognito-local`, on port 9229) or LocalStack Pro, and point AWS_ENDPOINT_URL at it",
                 aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(e)
             )
             .into());

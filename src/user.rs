@@ -37,7 +37,11 @@ impl TextBuilder {
     }
 }
 
-/// Strings of one buffer: the token's scopes, the user's groups.
+/// Strings of one buffer: the token's scopes, the user's groups, the `amr` methods.
+///
+/// An iterator already (`for g in user.groups()`, `user.groups().collect::<Vec<_>>()`), and
+/// cheap to clone; [`iter`](Self::iter) gives another one over the same names, for code that
+/// reads `user.groups().iter()`.
 #[derive(Clone)]
 pub struct Names<'a> {
     text: &'a str,
@@ -52,6 +56,16 @@ impl<'a> Names<'a> {
     /// Whether `name` is among them.
     pub fn contains(&self, name: &str) -> bool {
         self.clone().any(|n| n == name)
+    }
+
+    /// The names not yet iterated, as a new iterator (this one is left as it is).
+    pub fn iter(&self) -> Names<'a> {
+        self.clone()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -452,7 +466,7 @@ impl CognitoUser {
         if self.0.scopes > 0 {
             put("scope", self.scopes().collect::<Vec<_>>().join(" ").into());
         }
-        if self.groups().len() > 0 {
+        if !self.groups().is_empty() {
             put("cognito:groups", self.groups().collect::<Vec<_>>().into());
         }
         put("exp", self.0.exp.into());
@@ -544,7 +558,7 @@ impl serde::Serialize for ClaimsOf<'_> {
         if user.0.scopes > 0 {
             map.serialize_entry("scope", &format_args!("{}", SpaceSeparated(user.scopes())))?;
         }
-        if user.groups().len() > 0 {
+        if !user.groups().is_empty() {
             map.serialize_entry("cognito:groups", &user.groups())?;
         }
         map.serialize_entry("exp", &user.0.exp)?;

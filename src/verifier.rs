@@ -307,7 +307,28 @@ impl Verifier {
         #[cfg(feature = "events")]
         verifier.consume_events();
         verifier.start_refresher();
+        verifier.start_upkeep();
         verifier
+    }
+
+    /// Starts, once, the task that runs the cache's pending maintenance every second and sets
+    /// `actix_cognito_cache_entries` from it, so that a scrape reads the entries held, not a
+    /// count that lags until the cache's next write.
+    fn start_upkeep(&self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.0);
+        self.0.lifecycle.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                inner.cache.run_pending_tasks().await;
+                inner.telemetry.entries.set(inner.cache.entry_count() as f64);
+            }
+        });
     }
 
     /// Starts, once, the task that refreshes the verdicts hits found due (see the `refresh`

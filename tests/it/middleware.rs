@@ -12,6 +12,9 @@ use common::http::{get, get_with_token, request_raw};
 use common::{fake_token, seeded, spawn, FAKE_CLIENT, FAKE_POOL, PASSWORD};
 
 async fn me(user: CognitoUser) -> HttpResponse {
+    // `Names` is an iterator and has `.iter()`, as a list would.
+    let groups: Vec<&str> = user.groups().iter().collect();
+    assert_eq!(groups.len(), user.groups().len());
     HttpResponse::Ok().json(serde_json::json!({
         "username": user.username(),
         "email": user.email(),
@@ -238,7 +241,8 @@ async fn cors_outside_auth_still_decorates_a_401() {
 async fn an_error_handler_replaces_the_body_and_keeps_the_headers() {
     let (fake, v) = fake_verifier().await;
     let auth = CognitoAuth::new(v).error_handler(|err, _req| {
-        HttpResponse::build(actix_web::ResponseError::status_code(err)).body(format!("nope: {}", err.code()))
+        // The status without importing actix's `ResponseError`.
+        HttpResponse::build(err.status()).body(format!("nope: {}", err.code()))
     });
     let addr = protected(auth);
     let r = get(addr, "/me", &[]).await;

@@ -37,6 +37,13 @@ async fn metrics_move_exactly_as_the_requests_say() {
     assert_eq!(sample(&page, r#"actix_cognito_verifications_total{outcome="accepted"}"#), 5.0, "{page}");
     assert_eq!(sample(&page, "actix_cognito_jwks_fetches_total"), 1.0, "{page}");
     assert!(page.contains("actix_cognito_get_user_duration_seconds"), "{page}");
+    // The entry count is the cache's, not a count that waits for the cache's next write: the
+    // upkeep sets it within a second or so (polled, for a busy machine).
+    let started = std::time::Instant::now();
+    while sample(&metrics.render(), "actix_cognito_cache_entries") != 1.0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{}", metrics.render());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     assert!(verifier.verify("garbage").await.is_err());
     let page = metrics.render();
