@@ -84,6 +84,10 @@ pub struct VerifierBuilder {
     sdk_http: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>,
     /// Certificates to trust besides the system's, for the client the crate builds.
     ca_pem: Option<Vec<u8>>,
+    /// Attributes authorization reads, checked to be read-only for users.
+    authorization_attributes: Vec<String>,
+    /// Whether the `SdkConfig` or client given has credentials, for that check.
+    sdk_credentials: bool,
 }
 
 /// A secret setting (a Redis URL may carry a password): `Debug` prints `[redacted]`.
@@ -170,6 +174,8 @@ impl VerifierBuilder {
             failover_probe_interval: Duration::from_secs(10),
             sdk_http: None,
             ca_pem: None,
+            authorization_attributes: Vec::new(),
+            sdk_credentials: false,
         }
     }
 
@@ -228,6 +234,7 @@ impl VerifierBuilder {
         self.sdk_region = config.region().map(|r| r.to_string());
         self.sdk_endpoint = config.endpoint_url().map(str::to_owned);
         self.sdk_http = config.http_client();
+        self.sdk_credentials = config.credentials_provider().is_some();
         self
     }
 
@@ -242,7 +249,25 @@ impl VerifierBuilder {
         }
         self.sdk_region = config.region().map(|r| r.to_string());
         self.sdk_http = config.http_client();
+        // A ready client is taken to carry the app's credentials (they cannot be read back).
+        self.sdk_credentials = true;
         self.sdk = Some(config.to_builder());
+        self
+    }
+
+    /// The attributes the app authorizes with, such as `custom:tenant`: users must not be able to
+    /// write them. Users change their own attributes with their access token
+    /// (`UpdateUserAttributes`) unless the app client's write permissions (`WriteAttributes`)
+    /// leave them out, custom ones included.
+    ///
+    /// [`Verifier::hydrate`] (and [`build_hydrated`](Self::build_hydrated)) then reads every app
+    /// client with `DescribeUserPoolClient`, signed with the [`sdk_config`](Self::sdk_config)'s
+    /// credentials (`cognito-idp:DescribeUserPoolClient`), and fails with
+    /// [`ConfigError::WritableAttribute`] while one lets its users write such an attribute, or
+    /// has no `WriteAttributes` list (Cognito's default lets users write). Without credentials the
+    /// check is skipped with a warning.
+    pub fn authorization_attributes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.authorization_attributes.extend(names.into_iter().map(Into::into));
         self
     }
 
@@ -721,6 +746,7 @@ impl VerifierBuilder {
             max_len: self.max_token_bytes,
         };
         let transport = self.transport()?;
+        let attribute_check = self.attribute_check(&regions, endpoint.as_ref(), &transport);
         let telemetry = Telemetry::register();
         #[cfg(feature = "redis")]
         let fleet = self.fleet(&telemetry)?;
@@ -754,6 +780,7 @@ impl VerifierBuilder {
             max_per_second,
             per_user,
             transport,
+            attribute_check,
             user_info: match &self.user_info_domain {
                 Some(domain) => Some(checked_url(domain, "user_info_domain()")?.to_string()),
                 None => None,
@@ -762,6 +789,46 @@ impl VerifierBuilder {
             events: self.events()?,
             seams: self.seams,
         }))
+    }
+
+    /// The check of `authorization_attributes`: a client signed with the SDK configuration's
+    /// credentials for each pool, when there are credentials.
+    fn attribute_check(
+        &self,
+        regions: &[String],
+        endpoint: Option<&Uri>,
+        transport: &crate::transport::Transport,
+    ) -> crate::attributes::AttributeCheck {
+        let signed = |region: &str| {
+            let mut conf = self.sdk.clone()?;
+            conf = conf
+                .region(aws_sdk_cognitoidentityprovider::config::Region::new(region.to_owned()))
+                .http_client(transport.client())
+                .timeout_config(
+                    aws_sdk_cognitoidentityprovider::config::timeout::TimeoutConfig::builder()
+                        .connect_timeout(self.connect_timeout)
+                        .operation_timeout(self.operation_timeout)
+                        .build(),
+                );
+            if let Some(endpoint) = endpoint {
+                conf = conf.endpoint_url(endpoint.to_string());
+            }
+            Some(aws_sdk_cognitoidentityprovider::Client::from_conf(conf.build()))
+        };
+        let with_credentials = self.sdk_credentials && !self.authorization_attributes.is_empty();
+        crate::attributes::AttributeCheck {
+            attributes: self.authorization_attributes.clone(),
+            client_ids: self.client_ids.clone(),
+            pools: match with_credentials {
+                true => self
+                    .pools
+                    .iter()
+                    .zip(regions)
+                    .filter_map(|(p, r)| Some((p.clone(), signed(r)?)))
+                    .collect(),
+                false => Vec::new(),
+            },
+        }
     }
 
     /// The one HTTP client: the SDK configuration's, else the SDK's default with `ca_pem`.

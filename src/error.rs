@@ -50,6 +50,34 @@ pub enum ConfigError {
         /// Where it came from: the builder or an environment variable.
         source_name: &'static str,
     },
+    /// An attribute that authorization reads can be written by the users of an app client
+    /// ([`authorization_attributes`](crate::VerifierBuilder::authorization_attributes)).
+    #[error(
+        "attribute `{attribute}` is in authorization_attributes, but the users of app client `{client_id}` can \
+         change it with their own access token ({}): remove it from the app client's write attributes \
+         (UpdateUserPoolClient --write-attributes, or the console's attribute permissions), so that only \
+         admin calls set it",
+        if *explicit { "it is among its WriteAttributes" } else { "the client has no WriteAttributes list, so Cognito's default lets users write attributes" }
+    )]
+    WritableAttribute {
+        /// The attribute.
+        attribute: String,
+        /// The app client whose users can write it.
+        client_id: String,
+        /// Whether the client lists it (`true`) or lists nothing (`false`).
+        explicit: bool,
+    },
+    /// `DescribeUserPoolClient` failed, so `authorization_attributes` could not be checked.
+    #[error(
+        "could not read app client `{client_id}` to check authorization_attributes ({reason}): the \
+         credentials need cognito-idp:DescribeUserPoolClient"
+    )]
+    AttributeCheck {
+        /// The app client.
+        client_id: String,
+        /// What the call said.
+        reason: String,
+    },
     /// The pool's signing keys could not be fetched at start-up.
     #[error("{0}: check the user pool id, the endpoint and the network, or call `.build()` to fetch the keys lazily")]
     Jwks(String),

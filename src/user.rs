@@ -324,6 +324,14 @@ impl CognitoUser {
     }
 
     /// A custom attribute by its name without the `custom:` prefix.
+    ///
+    /// # Authorization
+    /// Users can change their own attributes with their access token (`UpdateUserAttributes`),
+    /// custom ones included, unless the app client's write permissions leave them out: a
+    /// `custom:tenant` is then the user's to choose, and must not decide what they may reach.
+    /// Remove such attributes from every app client's `WriteAttributes`, and name them in
+    /// [`authorization_attributes`](crate::VerifierBuilder::authorization_attributes): the
+    /// verifier then refuses to start while an app client can write them.
     pub fn custom_attribute(&self, name: &str) -> Option<&str> {
         self.attributes().find(|(k, _)| k.strip_prefix("custom:") == Some(name)).map(|(_, v)| v)
     }

@@ -82,6 +82,7 @@ struct Inner {
     lifecycle: Lifecycle,
     /// A replicated pool's two regions, for readiness.
     regions: Option<Arc<Regions>>,
+    attribute_check: crate::attributes::AttributeCheck,
 }
 
 /// The parts a built verifier is made of.
@@ -93,6 +94,8 @@ pub(crate) struct Settings {
     pub(crate) call: CallSettings,
     /// The one HTTP client, for the keys and userInfo.
     pub(crate) transport: crate::transport::Transport,
+    /// `authorization_attributes`, checked by `hydrate`.
+    pub(crate) attribute_check: crate::attributes::AttributeCheck,
     /// The (single) pool's replica, if it is replicated.
     pub(crate) replica: Option<ReplicaSettings>,
     pub(crate) cache: CacheSettings,
@@ -291,6 +294,7 @@ impl Verifier {
             refresher: Refresher::default(),
             lifecycle: Lifecycle::default(),
             regions,
+            attribute_check: s.attribute_check,
             #[cfg(feature = "redis")]
             fleet: s.fleet,
             #[cfg(feature = "events")]
@@ -533,10 +537,16 @@ impl Verifier {
     /// Fetches the pool's signing keys now, so the first request need not wait for them; in
     /// fleet mode, also waits (up to a second) for the invalidation channel to be subscribed.
     ///
+    /// With [`authorization_attributes`](crate::VerifierBuilder::authorization_attributes),
+    /// first checks that no app client lets its users write them.
+    ///
     /// # Errors
     /// [`ConfigError::Jwks`], saying why the keys could not be fetched. Nothing is lost: they
     /// are fetched again in the background, and when a token needs them.
+    /// [`ConfigError::WritableAttribute`] or [`ConfigError::AttributeCheck`] when an attribute that
+    /// authorization reads is writable by users, or that could not be checked.
     pub async fn hydrate(&self) -> Result<usize, ConfigError> {
+        self.0.attribute_check.run().await?;
         #[cfg(feature = "events")]
         self.consume_events();
         #[cfg(feature = "redis")]

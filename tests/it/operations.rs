@@ -5,7 +5,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use actix_cognito::testing::{Behaviour, FakeCognito};
-use actix_cognito::{Verifier, VerifierBuilder};
+use actix_cognito::{ConfigError, Verifier, VerifierBuilder};
 use common::example::start;
 use common::http::{get, get_with_token};
 use common::{fake_token, sample, FAKE_CLIENT, FAKE_POOL};
@@ -128,4 +128,58 @@ async fn the_example_server_exports_metrics_readiness_and_resource_metadata() {
     let forbidden = get_with_token(addr, "/admin", &token).await;
     assert_eq!(forbidden.status, 403);
     assert!(forbidden.header("www-authenticate").unwrap().contains(pointer), "{}", forbidden.body);
+}
+
+/// `authorization_attributes` against moto: a client that lets its users write
+/// `custom:tenant` (by listing it, or by keeping Cognito's default) stops the start with the
+/// attribute, the client and the fix; a client whose write list leaves it out starts. Without
+/// credentials the check is skipped (a warning), never a failure.
+#[tokio::test]
+async fn attributes_that_authorization_reads_must_not_be_writable_by_users() {
+    use aws_sdk_cognitoidentityprovider::config::{Credentials, Region};
+    let s = common::seeded("attribute-trust").await;
+    let admin = s.emulator.admin();
+    let create = |name: &'static str, write: Option<Vec<&'static str>>| {
+        let call = admin.create_user_pool_client().user_pool_id(&s.pool.pool_id).client_name(name);
+        let call = match write {
+            Some(w) => call.set_write_attributes(Some(w.into_iter().map(String::from).collect())),
+            None => call,
+        };
+        async move { call.send().await.unwrap().user_pool_client.unwrap().client_id.unwrap() }
+    };
+    let locked = create("locked", Some(vec!["email", "given_name"])).await;
+    let open = create("open", Some(vec!["email", "custom:tenant"])).await;
+    let default = create("default", None).await;
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(Region::new(s.emulator.region().to_owned()))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .load()
+        .await;
+    let builder = |client: &str| {
+        Verifier::builder(&s.pool.pool_id)
+            .client_id(client)
+            .sdk_config(&shared)
+            .endpoint_url(s.emulator.endpoint())
+            .authorization_attributes(["custom:tenant"])
+    };
+    builder(&locked).build_hydrated().await.expect("no client can write custom:tenant");
+    for (client, explicit) in [(&open, "among its WriteAttributes"), (&default, "no WriteAttributes list")] {
+        let err = builder(client).build_hydrated().await.unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, ConfigError::WritableAttribute { .. }), "{message}");
+        assert!(message.contains("custom:tenant") && message.contains(client.as_str()), "{message}");
+        assert!(message.contains(explicit) && message.contains("--write-attributes"), "{message}");
+    }
+    // Both clients at once: the open one is found, whichever pool order.
+    let err = builder(&locked).client_id(&open).build_hydrated().await.unwrap_err();
+    assert!(
+        matches!(err, ConfigError::WritableAttribute { ref client_id, .. } if *client_id == open),
+        "{err}"
+    );
+    // Without credentials: skipped, with a warning.
+    let unsigned = Verifier::builder(&s.pool.pool_id)
+        .client_id(&open)
+        .endpoint_url(s.emulator.endpoint())
+        .authorization_attributes(["custom:tenant"]);
+    unsigned.build_hydrated().await.expect("skipped without credentials");
 }
