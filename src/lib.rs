@@ -66,6 +66,28 @@
 //! | `test-util` | `testing`: seeding an emulator, a test signer, a fake Cognito | hyper's server and client |
 //! | `fuzzing` | the token parser for the fuzz targets; not a public API | nothing |
 //!
+//! # Tracing
+//!
+//! Each verification runs in a `debug` span named `cognito_verify` (target `actix_cognito`),
+//! whose fields are recorded when it ends: `outcome` (`accepted`, a [`Rejection`] code such as
+//! `not_authorized`, or an [`UnavailableKind`] code such as `timeout`), `cache_hit` (`true` when
+//! the cache answered) and `latency_us`. A disabled span costs a branch. The token is never a
+//! field, and no log line of the crate or of the SDK beneath it carries one. Cognito failures are
+//! logged at `warn` (`Cognito call failed`, with `kind` and the error `code`); an unexpected
+//! error code at `error`. The AWS SDK's own spans (`GetUser`, its attempts and the HTTP
+//! dispatch) open inside `cognito_verify`, so a subscriber that exports spans (such as
+//! `tracing-opentelemetry`) shows the call as a child of the verification.
+//!
+//! # Metrics
+//!
+//! Through the `metrics` facade, each with a `# HELP` text: see [`telemetry`] for the names,
+//! labels and histogram buckets.
+//!
+//! # Guides
+//!
+//! The README and the guides in `docs/` (revocation, tokens, operations, fleet mode, security,
+//! testing) explain the design choices and their measured costs.
+//!
 //! # Background tasks and shutdown
 //!
 //! A verifier starts its background tasks (the key loader, the refresher, and with the features
@@ -172,3 +194,20 @@ pub use verifier::Verifier;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The guides' examples compile too.
+#[cfg(doctest)]
+mod guides {
+    #[doc = include_str!("../docs/revocation.md")]
+    struct Revocation;
+    #[doc = include_str!("../docs/tokens.md")]
+    struct Tokens;
+    #[doc = include_str!("../docs/operations.md")]
+    struct Operations;
+    #[doc = include_str!("../docs/fleet.md")]
+    struct Fleet;
+    #[doc = include_str!("../docs/security.md")]
+    struct Security;
+    #[doc = include_str!("../docs/testing.md")]
+    struct Testing;
+}
