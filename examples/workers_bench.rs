@@ -24,9 +24,10 @@ async fn main() -> std::io::Result<()> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let fake = FakeCognito::start(Behaviour::Claims { attributes: vec![("email".into(), "a@example.com".into())] })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let fake =
+        FakeCognito::start(Behaviour::Claims { attributes: vec![("email".into(), "a@example.com".into())] })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
     let pool = "us-east-1_BenchPool1";
     let verifier = Verifier::builder(pool)
         .client_id("benchclient")
@@ -38,9 +39,9 @@ async fn main() -> std::io::Result<()> {
     let token = TestSigner::default().sign(&access_claims(pool, "benchclient", "bench-user", 7200));
     verifier.verify(&token).await.map_err(|e| std::io::Error::other(e.to_string()))?;
     let server = HttpServer::new(move || {
-        App::new()
-            .route("/open", web::get().to(ok))
-            .service(web::resource("/protected").wrap(CognitoAuth::new(verifier.clone())).route(web::get().to(ok)))
+        App::new().route("/open", web::get().to(ok)).service(
+            web::resource("/protected").wrap(CognitoAuth::new(verifier.clone())).route(web::get().to(ok)),
+        )
     })
     .bind(("127.0.0.1", 0))?;
     let port = server.addrs()[0].port();

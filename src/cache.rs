@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::budget::{Budget, BudgetSettings};
 use crate::error::{Rejection, VerifyError};
+use crate::front::{Generation, Striped};
 use crate::token::{Claims, FastKey, Tail, TokenKey};
 use crate::user::{Principal, Profile};
 
@@ -158,6 +159,11 @@ pub(crate) struct Hit {
     /// This hit is the one that should refresh the verdict (at most one per verdict and retry
     /// interval).
     pub(crate) refresh: bool,
+    /// The verdict's end, its refresh point (ms of the cache's epoch) after this hit, and its
+    /// token's SHA-256: what the per-thread front repeats it under.
+    pub(crate) until: Instant,
+    pub(crate) refresh_ms: u64,
+    pub(crate) key: TokenKey,
 }
 
 /// What a refresh did, for the metrics.
@@ -311,6 +317,8 @@ pub(crate) struct VerdictCache {
     budget: Option<Budget>,
     /// What refresh points are counted from.
     epoch: Instant,
+    /// Bumped by every invalidation and watermark: the per-thread fronts' validity.
+    generation: Arc<Generation>,
 }
 
 /// How long a watermark is kept: no access token lives longer, so no token issued before an
@@ -323,6 +331,8 @@ const WATERMARK_LIFE_SECS: i64 = 24 * 3600;
 pub(crate) struct Watermarks {
     count: std::sync::atomic::AtomicUsize,
     marks: std::sync::RwLock<HashMap<Box<str>, i64>>,
+    /// The cache's generation, bumped once a mark is recorded.
+    generation: Arc<Generation>,
 }
 
 impl Watermarks {
@@ -336,6 +346,8 @@ impl Watermarks {
         let mark = marks.entry(sub.into()).or_insert(at);
         *mark = (*mark).max(at);
         self.count.store(marks.len(), Relaxed);
+        drop(marks);
+        self.generation.bump();
     }
 
     /// Whether a token of `sub` issued at `iat` (none: unknown, so before) is revoked.
@@ -489,10 +501,12 @@ impl VerdictCache {
         if budget.is_none() {
             effective_ttl.set(settings.ttl.as_secs_f64());
         }
+        let generation = Arc::new(Generation::new());
         VerdictCache {
             seed: foldhash::quality::RandomState::default(),
             budget,
-            watermarks: Watermarks::default(),
+            watermarks: Watermarks { generation: generation.clone(), ..Watermarks::default() },
+            generation,
             indexes,
             fresh,
             negative,
@@ -519,13 +533,11 @@ impl VerdictCache {
 
     /// A fresh positive verdict for exactly this token, if one may be served.
     #[inline]
-    pub(crate) async fn get(&self, token: &[u8]) -> Option<Hit> {
-        let fast = self.fast_key(token);
+    pub(crate) async fn get(&self, token: &[u8], fast: FastKey, now: Instant) -> Option<Hit> {
         let entry = self.fresh.get(&fast).await?;
         if entry.tail != crate::token::tail(token) || entry.flight.revoked() {
             return None;
         }
-        let now = Instant::now();
         if entry.until <= now {
             // Past its life on Tokio's clock, before moka's expiry (which reads the standard
             // clock) has removed it: only a paused clock gets here.
@@ -536,7 +548,26 @@ impl VerdictCache {
             budget.observe(&entry.key);
         }
         let refresh = self.refresh_due(&entry.flight, now);
-        Some(Hit { principal: entry.principal, refresh })
+        let refresh_ms = entry.flight.refresh_ms.load(Relaxed);
+        Some(Hit { principal: entry.principal, refresh, until: entry.until, refresh_ms, key: entry.key })
+    }
+
+    /// The cache's generation, which every invalidation bumps (see the `front` module).
+    pub(crate) fn generation(&self) -> &Generation {
+        &self.generation
+    }
+
+    /// Milliseconds from the cache's epoch to `now`, as refresh points count.
+    pub(crate) fn now_ms(&self, now: Instant) -> u64 {
+        self.ms(now)
+    }
+
+    /// Whether a budget counts the active tokens; the hit of `key` counted in it.
+    #[inline]
+    pub(crate) fn observe(&self, key: &TokenKey) {
+        if let Some(budget) = &self.budget {
+            budget.observe(key);
+        }
     }
 
     /// Whether this hit is the one to refresh a verdict: past its refresh point, and first to
@@ -748,6 +779,7 @@ impl VerdictCache {
                 if self.fresh.get(&fast).await.is_some_and(|e| e.key == key) {
                     self.fresh.invalidate(&fast).await;
                 }
+                self.generation.bump();
                 Refreshed::Rejected
             }
             Ok(_) if guard.flight.revoked() => Refreshed::Superseded,
@@ -805,6 +837,12 @@ impl VerdictCache {
     /// Drops the matching verdicts, found through the indexes, and marks the matching loads in
     /// flight.
     pub(crate) async fn invalidate(&self, target: Target<'_>) {
+        self.remove(target).await;
+        // After the entries are gone: no front repeats them from now on.
+        self.generation.bump();
+    }
+
+    async fn remove(&self, target: Target<'_>) {
         for registered in self.flights.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             if registered.matches(&target) {
                 registered.flight.revoked.store(true, Relaxed);
@@ -866,7 +904,8 @@ impl VerdictCache {
 /// Counters, updated with relaxed atomics.
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
+    /// Counted by each thread in a slot of its own: the hit path's.
+    pub(crate) hits: Striped,
     pub(crate) negative_hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) coalesced: AtomicU64,
@@ -937,7 +976,7 @@ impl Stats {
         let c = &cache.counters;
         let get = |a: &AtomicU64| a.load(Relaxed);
         Stats {
-            hits: get(&c.hits),
+            hits: c.hits.sum(),
             negative_hits: get(&c.negative_hits),
             misses: get(&c.misses),
             coalesced: get(&c.coalesced),

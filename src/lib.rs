@@ -115,6 +115,7 @@ mod events;
 mod extract;
 #[cfg(feature = "redis")]
 mod fleet;
+mod front;
 mod guard;
 mod issuer;
 mod jwks;

@@ -41,8 +41,11 @@
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics::{Counter, Gauge, Histogram};
 
+use std::sync::Arc;
+
 use crate::cache::Refreshed;
 use crate::error::{Rejection, UnavailableKind, VerifyError};
+use crate::front::Striped;
 
 /// Every [`UnavailableKind`], in declaration order.
 const UNAVAILABLE: [UnavailableKind; 7] = [
@@ -129,10 +132,14 @@ fn describe() {
 /// The metric handles of one verifier.
 #[derive(Clone)]
 pub(crate) struct Telemetry {
+    /// Exported from `accepted_n` and `local_hits_n` by [`flush`](Self::flush): a hit counts
+    /// in its own thread's slot, not in a counter every core writes.
     accepted: Counter,
+    accepted_n: Arc<Striped>,
+    local_hits: Counter,
+    local_hits_n: Arc<Striped>,
     rejected: [Counter; Rejection::ALL.len()],
     unavailable: [Counter; UNAVAILABLE.len()],
-    pub(crate) local_hits: Counter,
     pub(crate) local_misses: Counter,
     #[cfg(feature = "redis")]
     pub(crate) redis_hits: Counter,
@@ -157,6 +164,8 @@ impl Telemetry {
         describe();
         Telemetry {
             accepted: counter!(VERIFICATIONS, "outcome" => "accepted"),
+            accepted_n: Arc::default(),
+            local_hits_n: Arc::default(),
             rejected: Rejection::ALL
                 .map(|r| counter!(VERIFICATIONS, "outcome" => "rejected", "reason" => r.as_str())),
             unavailable: UNAVAILABLE
@@ -183,13 +192,26 @@ impl Telemetry {
     #[inline]
     pub(crate) fn verdict<T>(&self, verdict: &Result<T, VerifyError>) {
         match verdict {
-            Ok(_) => self.accepted.increment(1),
+            Ok(_) => self.accepted_n.add(),
             Err(VerifyError::Rejected(r)) => self.rejected[r.index()].increment(1),
             Err(VerifyError::Unavailable(u)) => {
                 let i = UNAVAILABLE.iter().position(|k| *k == u.kind()).unwrap_or(UNAVAILABLE.len() - 1);
                 self.unavailable[i].increment(1);
             }
         }
+    }
+
+    /// Counts a hit of the in-process cache.
+    #[inline]
+    pub(crate) fn local_hit(&self) {
+        self.local_hits_n.add();
+    }
+
+    /// Exports the counts kept per thread: every second (the verifier's upkeep), on each miss,
+    /// and when asked ([`Verifier::run_pending_tasks`](crate::Verifier::run_pending_tasks)).
+    pub(crate) fn flush(&self) {
+        self.accepted.absolute(self.accepted_n.sum());
+        self.local_hits.absolute(self.local_hits_n.sum());
     }
 
     /// Counts a refresh by its outcome.

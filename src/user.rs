@@ -227,6 +227,7 @@ const ORIGIN_JTI: usize = 2;
 const ACR: usize = 3;
 const FIXED: usize = 4;
 
+#[derive(Clone)]
 struct Inner {
     profile: Arc<Profile>,
     /// The user pool the token came from.
@@ -655,6 +656,7 @@ impl fmt::Debug for CognitoUser {
 #[derive(Clone)]
 pub struct MachineClient(Arc<MachineInner>);
 
+#[derive(Clone)]
 struct MachineInner {
     /// Every claim of the token, as its JSON payload.
     claims: Box<str>,
@@ -744,6 +746,7 @@ pub struct IdTokenUser(Arc<IdInner>);
 /// The fixed spans of an ID token user: username, `sub`, `aud`, `acr`.
 const ID_FIXED: usize = 4;
 
+#[derive(Clone)]
 struct IdInner {
     /// Every claim, as the token's JSON payload.
     claims: Box<str>,
@@ -988,6 +991,16 @@ impl Principal {
             Principal::User(u) => u.claim(name),
             Principal::Machine(m) => m.claim(name),
             Principal::IdToken(i) => i.claim(name),
+        }
+    }
+
+    /// A copy with reference counts of its own (the profile stays shared): for a thread that
+    /// hands out clones, so that their counts are not bumped on another core.
+    pub(crate) fn detached(&self) -> Principal {
+        match self {
+            Principal::User(u) => Principal::User(CognitoUser(Arc::new(Inner::clone(&u.0)))),
+            Principal::Machine(m) => Principal::Machine(MachineClient(Arc::new(MachineInner::clone(&m.0)))),
+            Principal::IdToken(i) => Principal::IdToken(IdTokenUser(Arc::new(IdInner::clone(&i.0)))),
         }
     }
 

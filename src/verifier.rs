@@ -15,6 +15,7 @@ use crate::cognito::{CallSettings, Cognito, Introspect};
 use crate::error::{ConfigError, Rejection, Unavailable, UnavailableKind, VerifyError};
 #[cfg(feature = "redis")]
 use crate::fleet::{Fleet, Generations, Lookup, Message, Shared};
+use crate::front;
 use crate::guard::QuotaGuard;
 use crate::issuer::Issuers;
 use crate::jwks::{FetchKeys, JwksSettings, KeySet};
@@ -331,6 +332,7 @@ impl Verifier {
                 let Some(inner) = weak.upgrade() else { return };
                 inner.cache.run_pending_tasks().await;
                 inner.telemetry.entries.set(inner.cache.entry_count() as f64);
+                inner.telemetry.flush();
             }
         });
     }
@@ -722,19 +724,46 @@ impl Verifier {
             return (self.counted(Err(Rejection::TooLarge.into())), false);
         }
         if inner.cache.enabled() {
-            if let Some(hit) = inner.cache.get(token).await {
+            let cache = &inner.cache;
+            // Read before moka is asked: what this thread files is void after any invalidation.
+            let generation = cache.generation().current();
+            let (fast, tail, now) = (cache.fast_key(token), token::tail(token), tokio::time::Instant::now());
+            // A verdict this thread already found: memory of its own, and the generation.
+            if let Some(hit) = front::get(cache.generation(), generation, fast, &tail, now, cache.now_ms(now))
+            {
+                inner.telemetry.local_hit();
+                if let Err(refused) = accept.admits(&hit.principal) {
+                    return (self.counted(Err(refused.into())), true);
+                }
+                cache.observe(&hit.key);
+                counters.hits.add();
+                let verdict = Ok(hit.principal);
+                inner.telemetry.verdict(&verdict);
+                return (verdict, true);
+            }
+            if let Some(hit) = cache.get(token, fast, now).await {
                 let principal = hit.principal;
-                inner.telemetry.local_hits.increment(1);
+                inner.telemetry.local_hit();
                 if let Err(refused) = accept.admits(&principal) {
                     return (self.counted(Err(refused.into())), true);
                 }
-                if principal.user().is_some_and(|u| inner.cache.watermarks().revoked(u.sub(), u.iat())) {
+                if principal.user().is_some_and(|u| cache.watermarks().revoked(u.sub(), u.iat())) {
                     return (self.counted(Err(Rejection::NotAuthorized.into())), true);
                 }
-                Counters::bump(&counters.hits);
+                counters.hits.add();
                 if hit.refresh {
                     inner.refresher.request(token);
                 }
+                front::put(
+                    cache.generation(),
+                    generation,
+                    fast,
+                    tail,
+                    hit.until,
+                    hit.refresh_ms,
+                    hit.key,
+                    &principal,
+                );
                 let verdict = Ok(principal);
                 inner.telemetry.verdict(&verdict);
                 return (verdict, true);
@@ -743,6 +772,7 @@ impl Verifier {
             // The SHA-256 only on a miss: the negative cache, the loads in flight and Redis.
             let verdict = Box::pin(self.verify_miss(Some(token::key(token)), token, accept)).await;
             inner.telemetry.entries.set(inner.cache.entry_count() as f64);
+            inner.telemetry.flush();
             return (self.counted(verdict), false);
         }
         (self.counted(Box::pin(self.verify_miss(None, token, accept)).await), false)
@@ -1153,6 +1183,7 @@ impl Verifier {
     /// that [`stats`](Self::stats) counts exactly.
     pub async fn run_pending_tasks(&self) {
         self.0.cache.run_pending_tasks().await;
+        self.0.telemetry.flush();
     }
 }
 

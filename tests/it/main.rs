@@ -13,6 +13,7 @@ mod emulators;
 mod events;
 mod example_server;
 mod fleet;
+mod front;
 mod hostile;
 mod middleware;
 mod operations;

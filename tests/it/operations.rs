@@ -31,6 +31,8 @@ async fn metrics_move_exactly_as_the_requests_say() {
     for _ in 0..5 {
         verifier.verify(&token).await.unwrap();
     }
+    // Hits are counted per thread, and exported every second or when asked.
+    verifier.run_pending_tasks().await;
     let page = metrics.render();
     assert_eq!(sample(&page, r#"actix_cognito_get_user_calls_total{region="us-east-1"}"#), 1.0, "{page}");
     assert!(sample(&page, r#"actix_cognito_cache_hits_total{level="local"}"#) >= 4.0, "{page}");
