@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # What the middleware costs the way users pay for it: Actix's default workers, the whole
 # server process's CPU, the same handler ("ok") on an open route and on one behind CognitoAuth
-# with a cached token. wrk with 64 connections; three rounds, each route in turn; medians.
+# with a cached token. wrk with 64 connections; rounds of each route in turn; medians.
 # Needs wrk (apt-get install wrk).
 #
-#   SECS   seconds per run (default 8)
+#   SECS     seconds per run (default 6)
+#   ROUNDS   rounds (default 5)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-secs="${SECS:-8}"
+secs="${SECS:-6}"
+rounds="${ROUNDS:-5}"
 bin="${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/examples/workers_bench}"
 [ -n "${BENCH_BIN:-}" ] || cargo build --quiet --release --features test-util --example workers_bench
 
@@ -37,12 +39,12 @@ measure() {
         /Requests\/sec/ { rps = $2 }
         END { printf "%.3f %.0f\n", (e - s) / t * 1e6 / n, rps }' <<<"$res"
 }
-median() { sort -n | sed -n 2p; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 echo "| run | open rps | protected rps | ratio | open CPU/request | protected CPU/request | added CPU per request |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 ratios=() added=()
-for i in 1 2 3; do
+for i in $(seq 1 "$rounds"); do
     read -r oc orps < <(measure /open)
     read -r pc prps < <(measure /protected)
     ratio="$(awk -v a="$prps" -v b="$orps" 'BEGIN { printf "%.3f", a / b }')"

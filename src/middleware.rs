@@ -438,10 +438,12 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(CognitoAuthService {
-            service: Rc::new(service),
-            state: Rc::new((self.verifier.clone(), self.config.clone())),
-        }))
+        // Each worker its own copies of what requests clone, so that the reference counts a
+        // request bumps are not shared with another worker's core.
+        let mut config = self.config.clone();
+        config.params = Arc::from(&*config.params);
+        config.source = Arc::new(TokenSource::clone(&config.source));
+        ready(Ok(CognitoAuthService { service: Rc::new(service), state: Rc::new((self.verifier.clone(), config)) }))
     }
 }
 
