@@ -32,6 +32,8 @@ fn hot_path(c: &mut Criterion) {
             .client_id("fuzzclient")
             .endpoint_url(fake.endpoint())
             .max_get_user_per_user_per_second(u32::MAX)
+            // The benchmarks run longer than the default TTL: every hit stays a hit.
+            .cache_ttl(std::time::Duration::from_secs(3600))
             .build()
             .unwrap();
         rt.block_on(verifier.verify(&token)).unwrap();
@@ -49,6 +51,40 @@ fn hot_path(c: &mut Criterion) {
             b.to_async(&rt).iter(|| async {
                 let raw = fuzzing::strip_bearer(black_box(header.as_bytes())).unwrap();
                 verifier.verify_bytes(raw).await.unwrap()
+            })
+        });
+    }
+    // The same hits from 1 and 2 threads at once, one token: the time per hit on each thread.
+    // With nothing shared written on a hit, two threads take what one takes.
+    for threads in [1, 2] {
+        c.bench_function(&format!("cache hit from {threads} thread(s) at once, per hit"), |b| {
+            b.iter_custom(|iters| {
+                let barrier = std::sync::Barrier::new(threads);
+                std::thread::scope(|s| {
+                    let workers: Vec<_> = (0..threads)
+                        .map(|_| {
+                            s.spawn(|| {
+                                let rt = tokio::runtime::Builder::new_current_thread()
+                                    .enable_all()
+                                    .build()
+                                    .unwrap();
+                                rt.block_on(async {
+                                    // Fill this thread's front before timing.
+                                    verifier.verify_bytes(token.as_bytes()).await.unwrap();
+                                    barrier.wait();
+                                    let started = std::time::Instant::now();
+                                    for _ in 0..iters {
+                                        black_box(
+                                            verifier.verify_bytes(black_box(token.as_bytes())).await.unwrap(),
+                                        );
+                                    }
+                                    started.elapsed()
+                                })
+                            })
+                        })
+                        .collect();
+                    workers.into_iter().map(|w| w.join().unwrap()).max().unwrap()
+                })
             })
         });
     }

@@ -443,7 +443,10 @@ where
         let mut config = self.config.clone();
         config.params = Arc::from(&*config.params);
         config.source = Arc::new(TokenSource::clone(&config.source));
-        ready(Ok(CognitoAuthService { service: Rc::new(service), state: Rc::new((self.verifier.clone(), config)) }))
+        ready(Ok(CognitoAuthService {
+            service: Rc::new(service),
+            state: Rc::new((self.verifier.clone(), config)),
+        }))
     }
 }
 
