@@ -32,20 +32,8 @@ done
 header="Authorization: Bearer $ALICE_TOKEN"
 curl -sf -H "$header" "http://127.0.0.1:$port/me" >/dev/null
 
-ticks="$(getconf CLK_TCK)"
-cpu() { awk '{ print $14 + $15 }' "/proc/$server/stat"; }
-# One run: server CPU µs per request, requests per second.
-measure() {
-    local path="$1" start end out
-    start="$(cpu)"
-    out="$(wrk -t2 -c64 -d"${secs}s" -H "$header" "http://127.0.0.1:$port$path")"
-    end="$(cpu)"
-    awk -v s="$start" -v e="$end" -v t="$ticks" '
-        /requests in/ { n = $1 }
-        /Requests\/sec/ { rps = $2 }
-        END { printf "%.2f %.0f\n", (e - s) / t * 1e6 / n, rps }' <<<"$out"
-}
-median() { sort -n | sed -n 2p; }
+# shellcheck source=scripts/wrk-cpu.sh
+. scripts/wrk-cpu.sh
 
 echo "| run | /health CPU/request | /me CPU/request | /health req/s | /me req/s |"
 echo "| --- | ---: | ---: | ---: | ---: |"

@@ -26,20 +26,8 @@ read -r port token <"$out"
 header="Authorization: Bearer $token"
 curl -sf -H "$header" "http://127.0.0.1:$port/protected" >/dev/null
 
-ticks="$(getconf CLK_TCK)"
-cpu() { awk '{ print $14 + $15 }' "/proc/$server/stat"; }
-# One run: the server's CPU µs per request, requests per second.
-measure() {
-    local path="$1" start end res
-    start="$(cpu)"
-    res="$(wrk -t2 -c64 -d"${secs}s" -H "$header" "http://127.0.0.1:$port$path")"
-    end="$(cpu)"
-    awk -v s="$start" -v e="$end" -v t="$ticks" '
-        /requests in/ { n = $1 }
-        /Requests\/sec/ { rps = $2 }
-        END { printf "%.3f %.0f\n", (e - s) / t * 1e6 / n, rps }' <<<"$res"
-}
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# shellcheck source=scripts/wrk-cpu.sh
+. scripts/wrk-cpu.sh
 
 echo "| run | open rps | protected rps | ratio | open CPU/request | protected CPU/request | added CPU per request |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
