@@ -49,6 +49,8 @@ pub(crate) struct KeySet {
     settings: JwksSettings,
     http: Arc<dyn FetchKeys>,
     keys: RwLock<Arc<HashMap<String, DecodingKey>>>,
+    /// The keys of the last fetch that cannot verify a token, and why.
+    unusable: RwLock<Vec<String>>,
     /// Held while fetching, so concurrent misses wait for one fetch; holds the last attempt.
     refresh: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     /// When the keys were last fetched successfully, Unix seconds (`i64::MIN`: never).
@@ -68,6 +70,7 @@ impl KeySet {
             http,
             settings,
             keys: RwLock::default(),
+            unusable: RwLock::default(),
             refresh: Default::default(),
             fetched_at: AtomicI64::new(i64::MIN),
             fetches: AtomicU64::new(0),
@@ -80,6 +83,11 @@ impl KeySet {
 
     pub(crate) fn fetches(&self) -> u64 {
         self.fetches.load(Relaxed)
+    }
+
+    /// The keys of the last fetch that cannot verify a token, and why.
+    pub(crate) fn unusable(&self) -> Vec<String> {
+        self.unusable.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub(crate) fn key_count(&self) -> usize {
@@ -182,20 +190,81 @@ impl KeySet {
         let started = crate::clock::unix_now();
         let body = self.http.fetch(&self.settings.url, self.settings.timeout).await?;
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
-        let keys: HashMap<String, DecodingKey> = set
-            .keys
-            .iter()
-            .filter(|k| matches!(k.algorithm, AlgorithmParameters::RSA(_)))
-            .filter(|k| matches!(k.common.key_algorithm, None | Some(KeyAlgorithm::RS256)))
-            .filter(|k| matches!(k.common.public_key_use, None | Some(PublicKeyUse::Signature)))
-            .filter_map(|k| Some((k.common.key_id.clone()?, DecodingKey::from_jwk(k).ok()?)))
-            .collect();
+        let (keys, unusable) = usable_keys(&set);
+        *self.unusable.write().unwrap_or_else(|e| e.into_inner()) = unusable.clone();
+        if !unusable.is_empty() {
+            tracing::warn!(url = %self.settings.url, "JWKS keys that cannot verify a token: {}", unusable.join("; "));
+        }
         if keys.is_empty() {
-            return Err("no RS256 signing key in the JWKS".to_owned());
+            let why = if unusable.is_empty() { String::new() } else { format!(" ({})", unusable.join("; ")) };
+            return Err(format!("no usable RS256 signing key in the JWKS{why}"));
         }
         let n = keys.len();
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
         self.fetched_at.store(started, Relaxed);
         Ok(n)
     }
+}
+
+/// The keys that can verify a Cognito token, by `kid`, and why the others cannot: an RS256
+/// signing key (or one that names no algorithm or use), a modulus of 2048 to 8192 bits, an odd
+/// public exponent above 1, and a `kid` no other key of the set has (which of two would be meant
+/// cannot be told, so neither is used).
+fn usable_keys(set: &JwkSet) -> (HashMap<String, DecodingKey>, Vec<String>) {
+    use base64::Engine as _;
+    let decode =
+        |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v.trim_end_matches('=')).ok();
+    let mut unusable = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for k in &set.keys {
+        if let Some(kid) = &k.common.key_id {
+            *seen.entry(kid.clone()).or_default() += 1;
+        }
+    }
+    let mut keys = HashMap::new();
+    for k in &set.keys {
+        let kid = k.common.key_id.clone().unwrap_or_default();
+        let refuse = |why: String| format!("kid {kid:?}: {why}");
+        let AlgorithmParameters::RSA(rsa) = &k.algorithm else {
+            unusable.push(refuse("not an RSA key".into()));
+            continue;
+        };
+        if !matches!(k.common.key_algorithm, None | Some(KeyAlgorithm::RS256))
+            || !matches!(k.common.public_key_use, None | Some(PublicKeyUse::Signature))
+        {
+            unusable.push(refuse("not an RS256 signing key".into()));
+            continue;
+        }
+        if kid.is_empty() {
+            unusable.push(refuse("no kid".into()));
+            continue;
+        }
+        if seen.get(&kid).copied().unwrap_or(0) > 1 {
+            unusable.push(refuse("the kid of more than one key".into()));
+            continue;
+        }
+        let modulus_bits = decode(&rsa.n).map_or(0, |n| {
+            let n = &n[n.iter().position(|b| *b != 0).unwrap_or(n.len())..];
+            n.len() * 8 - n.first().map_or(0, |b| b.leading_zeros() as usize)
+        });
+        if !(2048..=8192).contains(&modulus_bits) {
+            unusable.push(refuse(format!("a modulus of {modulus_bits} bits (2048 to 8192 are used)")));
+            continue;
+        }
+        let exponent = decode(&rsa.e)
+            .filter(|e| e.len() <= 8)
+            .map(|e| e.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b)));
+        if !exponent.is_some_and(|e| e > 1 && e % 2 == 1) {
+            unusable
+                .push(refuse(format!("a public exponent of {:?} (an odd number above 1 is used)", exponent)));
+            continue;
+        }
+        match DecodingKey::from_jwk(k) {
+            Ok(key) => {
+                keys.insert(kid, key);
+            }
+            Err(e) => unusable.push(refuse(e.to_string())),
+        }
+    }
+    (keys, unusable)
 }

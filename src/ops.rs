@@ -15,8 +15,12 @@ pub struct Readiness {
     /// Why not, when not ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
-    /// How many signing keys are loaded.
+    /// How many signing keys are loaded: only keys that can verify a token (RS256, a modulus of
+    /// 2048 to 8192 bits, an odd exponent above 1, a `kid` of their own).
     pub signing_keys: usize,
+    /// The keys of the JWKS that cannot verify a token, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unusable_signing_keys: Vec<String>,
     /// Time since Cognito last answered `GetUser` (a user or a rejection).
     #[serde(serialize_with = "secs", rename = "since_get_user_answer_secs")]
     pub since_get_user_answer: Option<Duration>,

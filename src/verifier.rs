@@ -644,6 +644,7 @@ impl Verifier {
             ready,
             reason: (!ready).then_some("the user pool's signing keys are not loaded yet"),
             signing_keys: keys,
+            unusable_signing_keys: self.keys().flat_map(KeySet::unusable).collect(),
             since_get_user_answer: since(&inner.get_user_answered),
             since_get_user_failure: since(&inner.get_user_failed),
             redis,

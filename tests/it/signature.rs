@@ -307,3 +307,45 @@ fn an_unexpected_issuer_under_an_endpoint_override_is_reported_once_per_origin()
         assert_eq!(fake.get_user_calls(), 0);
     });
 }
+
+/// Readiness counts only keys that can verify a token: an exponent of 1, a short or empty
+/// modulus, or two keys under one `kid` (which one is meant cannot be told) are reported, not
+/// counted, and a JWKS of only such keys makes the instance unready with the reasons.
+#[tokio::test]
+async fn keys_that_cannot_verify_are_reported_not_counted() {
+    let fake = FakeCognito::user("alice", &[]).await.unwrap();
+    let good = TestSigner::default().jwk();
+    let with = |kid: &str, field: &str, value: &str| {
+        let mut k = good.clone();
+        k["kid"] = kid.into();
+        k[field] = value.into();
+        k
+    };
+    let short_n = URL_SAFE_NO_PAD.encode([0xC5u8; 128]);
+    let twin = |e: &str| with("twin", "e", e);
+    let bad = json!({ "keys": [with("e-one", "e", "AQ"), with("short", "n", &short_n), with("empty", "n", ""), twin("AQAB"), twin("Aw")] });
+    fake.set_jwks(Some(bad.clone()));
+    let err = fake_verifier(&fake).build_hydrated().await.unwrap_err();
+    let message = err.to_string();
+    for why in [
+        "\"e-one\": a public exponent of Some(1)",
+        "\"short\": a modulus of 1024 bits",
+        "\"empty\": a modulus of 0 bits",
+        "\"twin\": the kid of more than one key",
+    ] {
+        assert!(message.contains(why), "{why}: {message}");
+    }
+    let verifier = fake_verifier(&fake).build().unwrap();
+    let ready = verifier.readiness();
+    assert!(!ready.ready && ready.signing_keys == 0, "{ready:?}");
+    // One good key beside them: ready, one key counted, the rest reported.
+    let mut mixed = bad;
+    mixed["keys"].as_array_mut().unwrap().push(good);
+    fake.set_jwks(Some(mixed));
+    let verifier = fake_verifier(&fake).build_hydrated().await.unwrap();
+    let ready = verifier.readiness();
+    assert!(ready.ready, "{ready:?}");
+    assert_eq!(ready.signing_keys, 1);
+    assert_eq!(ready.unusable_signing_keys.len(), 5, "{:?}", ready.unusable_signing_keys);
+    verifier.verify(&common::fake_token("good-key", 3600)).await.unwrap();
+}
