@@ -321,6 +321,9 @@ pub(crate) struct VerdictCache {
     generation: Arc<Generation>,
 }
 
+/// How far ahead of this instance's clock a watermark may be: the instances' clock skew.
+pub(crate) const MAX_WATERMARK_SKEW_SECS: i64 = 60;
+
 /// How long a watermark is kept: no access token lives longer, so no token issued before an
 /// older watermark can still be presented.
 const WATERMARK_LIFE_SECS: i64 = 24 * 3600;
@@ -333,13 +336,28 @@ pub(crate) struct Watermarks {
     marks: std::sync::RwLock<HashMap<Box<str>, i64>>,
     /// The cache's generation, bumped once a mark is recorded.
     generation: Arc<Generation>,
+    /// When a future mark was last logged, Unix seconds: one line a second at most.
+    future_logged: std::sync::atomic::AtomicI64,
 }
 
 impl Watermarks {
-    /// Records that `sub`'s tokens issued before `at` are revoked (a later mark wins).
+    /// Records that `sub`'s tokens issued before `at` are revoked (a later mark wins). A mark
+    /// more than [`MAX_WATERMARK_SKEW_SECS`] in the future is ignored and logged: no instance
+    /// makes one (a mark is the time it is made), and kept, it would refuse the user's every
+    /// token, new ones included, until the instances restart.
     pub(crate) fn record(&self, sub: &str, at: i64) {
-        let mut marks = self.marks.write().unwrap_or_else(|e| e.into_inner());
         let now = crate::clock::unix_now();
+        if at > now.saturating_add(MAX_WATERMARK_SKEW_SECS) {
+            let last = self.future_logged.swap(now, Relaxed);
+            if last != now {
+                tracing::warn!(
+                    ahead_secs = at.saturating_sub(now),
+                    "ignored a revocation watermark dated in the future: a clock far off, or a writer to Redis"
+                );
+            }
+            return;
+        }
+        let mut marks = self.marks.write().unwrap_or_else(|e| e.into_inner());
         if marks.len() >= 1024 && marks.len().is_power_of_two() {
             marks.retain(|_, at| *at + WATERMARK_LIFE_SECS > now);
         }

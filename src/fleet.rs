@@ -270,6 +270,14 @@ impl Fleet {
         .map_err(|e| e.to_string())?;
         let mac =
             settings.secret.as_deref().map(|s| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, s));
+        if mac.is_none() {
+            tracing::warn!(
+                "fleet mode without a secret (redis_secret, REDIS_SECRET): what is in Redis is trusted as \
+                 written, so anyone who can write to it can forge shared verdicts and broadcasts (drop \
+                 verdicts, change a user's attributes, refuse a user until the mark expires); set a secret \
+                 of 32 bytes or more on every instance"
+            );
+        }
         Ok(Fleet(Arc::new(FleetInner {
             settings,
             client,

@@ -926,3 +926,50 @@ async fn hydrate_connects_to_redis_before_the_first_request() {
     // The subscription's connection and the commands' one (each count includes the asking one).
     assert_eq!(clients().await, before + 2, "hydrate left the command connection to the first request");
 }
+
+/// Without a secret, a writer to Redis can publish or store a watermark dated far in the future,
+/// which would refuse the user's every token, new ones included, until every instance restarts.
+/// A mark more than a minute ahead is ignored (and logged); a genuine revocation still works.
+#[tokio::test]
+async fn a_watermark_dated_in_the_future_refuses_nobody() {
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
+    let fleet = instances(2, || member(&fake, redis.url())).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.cmd(&["PUBLISH", "actix-cognito:invalidate", &format!("w:{}:-:future-user", i64::MAX)]).await;
+    redis.cmd(&["SET", "actix-cognito:w:{stored-user}", "99999999999"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for v in &fleet {
+        v.verify(&fake_token("future-user", 3600)).await.expect("a future broadcast mark refused a user");
+        v.verify(&fake_token("stored-user", 3600)).await.expect("a future stored mark refused a user");
+    }
+    // A mark of now still refuses the tokens issued before it, everywhere.
+    let mut claims = common::access_claims(FAKE_POOL, FAKE_CLIENT, "genuine", 3600);
+    claims["iat"] = (claims["iat"].as_i64().unwrap() - 10).into();
+    let old = actix_cognito::testing::TestSigner::default().sign(&claims);
+    fleet[1].verify(&old).await.unwrap();
+    fleet[0].revoke_user("genuine").await;
+    refused_within(&fleet[1], &old, Instant::now(), Duration::from_secs(10)).await;
+}
+
+/// Fleet mode without a secret says so when the verifier is built, and what it trusts.
+#[test]
+fn fleet_mode_without_a_secret_warns_at_start_up() {
+    let (warnings, _guard) = common::capture_warnings();
+    let build = |secret: Option<&str>| {
+        let b = Verifier::builder(FAKE_POOL)
+            .client_id(FAKE_CLIENT)
+            .endpoint_url("http://127.0.0.1:9")
+            .redis("redis://127.0.0.1:9");
+        match secret {
+            Some(s) => b.redis_secret(s.as_bytes().to_vec()),
+            None => b,
+        }
+        .build()
+        .unwrap()
+    };
+    drop(build(Some("a secret of at least thirty-two bytes!")));
+    assert!(!warnings.text().contains("without a secret"), "{}", warnings.text());
+    drop(build(None));
+    let text = warnings.text();
+    assert!(text.contains("fleet mode without a secret") && text.contains("forge"), "{text}");
+}
