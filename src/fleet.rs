@@ -161,6 +161,16 @@ fn parse_watermark(rest: &str, mac: Option<&aws_lc_rs::hmac::Key>) -> Option<Mes
     Some(Message::Watermark(sub.to_owned(), at))
 }
 
+/// Whether a Redis error is about what a key holds (a wrong type, a value that is not a number)
+/// rather than about Redis being reachable.
+fn data_error(e: &redis::RedisError) -> bool {
+    let text = e.to_string();
+    e.code() == Some("WRONGTYPE")
+        || e.kind() == redis::ErrorKind::UnexpectedReturnType
+        || text.contains("WRONGTYPE")
+        || text.contains("not an integer")
+}
+
 /// The connection: one node, or a cluster (detected from the node the URL names).
 #[derive(Clone)]
 enum Conn {
@@ -463,6 +473,14 @@ impl Fleet {
         };
         match tokio::time::timeout(self.settings.timeout, attempt).await {
             Ok(Ok(v)) => Some(v),
+            // What a key holds, not whether Redis answers: a miss for this operation, and the
+            // breaker stays closed for every other (a writer's junk must not silence the fleet's
+            // broadcasts).
+            Ok(Err(e)) if data_error(&e) => {
+                self.errors.increment(1);
+                tracing::warn!(operation = what, error = %e, "a Redis key holds what the fleet did not write");
+                None
+            }
             Ok(Err(e)) => {
                 self.trip(what, &e);
                 None

@@ -973,3 +973,28 @@ fn fleet_mode_without_a_secret_warns_at_start_up() {
     let text = warnings.text();
     assert!(text.contains("fleet mode without a secret") && text.contains("forge"), "{text}");
 }
+
+/// A writer's junk under the fleet's keys (a set where a counter belongs) makes those reads
+/// misses; it does not open the breaker, so the instance's broadcasts still go out: an
+/// invalidation made on A reaches B at once.
+#[tokio::test]
+async fn keys_of_the_wrong_type_are_misses_and_do_not_silence_the_broadcasts() {
+    let (fake, redis) = (claims_fake(&[]).await, Redis::start().await);
+    let fleet = instances(2, || member(&fake, redis.url())).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.cmd(&["SADD", "actix-cognito:gen", "x"]).await;
+    redis.cmd(&["SADD", "actix-cognito:g:{poisoned}", "x"]).await;
+    let token = fake_token("poisoned", 3600);
+    // B holds the token in its cache and its front.
+    for _ in 0..4 {
+        fleet[1].verify(&token).await.unwrap();
+    }
+    // A verifies a fresh token: its reads and writes of the poisoned keys fail by type.
+    fleet[0].verify(&fake_token("poisoned-fresh", 3600)).await.unwrap();
+    fleet[0].verify(&token).await.unwrap();
+    assert_eq!(fleet[0].readiness().redis, Some(actix_cognito::RedisState::Up), "the breaker opened");
+    fake.revoke(&token);
+    let started = Instant::now();
+    fleet[0].invalidate_user("poisoned").await;
+    refused_within(&fleet[1], &token, started, Duration::from_secs(1)).await;
+}
