@@ -101,6 +101,8 @@ struct AuthConfig {
     accept: Accept,
     source: Arc<TokenSource>,
     groups: Option<Requirement>,
+    /// The pool whose groups `groups` names; none: a group of that name in any pool.
+    groups_pool: Option<Arc<str>>,
     scopes: Option<Requirement>,
     predicates: Vec<Predicate>,
     step_up: Option<StepUp>,
@@ -197,6 +199,7 @@ impl CognitoAuth {
                 accept: Accept::default(),
                 source: Arc::default(),
                 groups: None,
+                groups_pool: None,
                 scopes: None,
                 predicates: Vec::new(),
                 step_up: None,
@@ -321,6 +324,42 @@ impl CognitoAuth {
     #[track_caller]
     pub fn require_any_group<I: IntoIterator<Item = S>, S: Into<String>>(self, groups: I) -> Self {
         self.require_names("groups", groups.into_iter().map(Into::into).collect(), false)
+    }
+
+    /// Requires the user to be in at least one of these groups **of this user pool**, else 403:
+    /// with several pools ([`VerifierBuilder::pool`](crate::VerifierBuilder::pool)), a group
+    /// requirement without a pool is met by a group of that name in any of them (pool 2's
+    /// `admin` opens a route that requires `admin`). Panics if the verifier has no such pool.
+    #[track_caller]
+    pub fn require_any_group_in<I: IntoIterator<Item = S>, S: Into<String>>(
+        self,
+        pool_id: &str,
+        groups: I,
+    ) -> Self {
+        self.in_pool(pool_id).require_any_group(groups)
+    }
+
+    /// Requires the user to be in every one of these groups of this user pool, else 403; see
+    /// [`require_any_group_in`](Self::require_any_group_in).
+    #[track_caller]
+    pub fn require_all_groups_in<I: IntoIterator<Item = S>, S: Into<String>>(
+        self,
+        pool_id: &str,
+        groups: I,
+    ) -> Self {
+        self.in_pool(pool_id).require_all_groups(groups)
+    }
+
+    #[track_caller]
+    fn in_pool(mut self, pool_id: &str) -> Self {
+        if !self.verifier.user_pool_ids().any(|p| p == pool_id) {
+            let pools: Vec<&str> = self.verifier.user_pool_ids().collect();
+            misconfigured(format!(
+                "require_*_group_in: {pool_id:?} is not one of the verifier's pools {pools:?}"
+            ));
+        }
+        self.config.groups_pool = Some(Arc::from(pool_id));
+        self
     }
 
     /// Requires the user to be in every one of these groups, else 403. Groups are those of the
@@ -587,7 +626,8 @@ async fn authenticate(
         VerifyError::Unavailable(u) => fail(AuthErrorKind::Unavailable(u)),
     })?;
     if let Some(groups) = &config.groups {
-        if !groups.met_by(principal.groups()) {
+        let in_pool = config.groups_pool.as_deref().is_none_or(|pool| principal.pool_id() == Some(pool));
+        if !in_pool || !groups.met_by(principal.groups()) {
             return Err(fail(AuthErrorKind::InsufficientScope));
         }
     }

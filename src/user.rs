@@ -931,6 +931,15 @@ impl Principal {
         }
     }
 
+    /// The user pool of a user's token; `None` for a machine.
+    pub fn pool_id(&self) -> Option<&str> {
+        match self {
+            Principal::User(u) => Some(u.pool_id()),
+            Principal::Machine(_) => None,
+            Principal::IdToken(i) => Some(i.pool_id()),
+        }
+    }
+
     /// The authentication level of the sign-in (`acr`); a machine has none.
     pub fn acr(&self) -> Option<&str> {
         match self {

@@ -429,3 +429,41 @@ async fn handlers_get_the_verified_token_which_debug_never_shows() {
     // Without the middleware there is no verified token to give.
     assert_eq!(get(addr, "/bare", &[("Authorization", &bearer(&token))]).await.status, 500);
 }
+
+/// With two pools, `admin` in either pool meets `require_any_group(["admin"])`; a requirement
+/// that names its pool is met only by that pool's group, and naming a pool the verifier lacks
+/// panics at the call.
+#[actix_web::test]
+async fn a_group_requirement_can_name_its_pool() {
+    const OTHER: &str = "us-east-1_OtherPool2";
+    let fake = FakeCognito::start(Behaviour::Claims { attributes: vec![] }).await.unwrap();
+    let v = Verifier::builder(FAKE_POOL)
+        .pool(OTHER)
+        .client_id(FAKE_CLIENT)
+        .endpoint_url(fake.endpoint())
+        .build()
+        .unwrap();
+    let admin_of = |pool: &str, sub: &str| {
+        let mut claims = actix_cognito::testing::access_claims(pool, FAKE_CLIENT, sub, 3600);
+        claims["cognito:groups"] = serde_json::json!(["admin"]);
+        actix_cognito::testing::TestSigner::default().sign(&claims)
+    };
+    let (any, scoped) = (
+        CognitoAuth::new(v.clone()).require_any_group(["admin"]),
+        CognitoAuth::new(v.clone()).require_any_group_in(FAKE_POOL, ["admin"]),
+    );
+    let addr = spawn(move || {
+        App::new()
+            .service(web::scope("/any").wrap(any.clone()).route("", web::get().to(maybe)))
+            .service(web::scope("/scoped").wrap(scoped.clone()).route("", web::get().to(maybe)))
+    });
+    let (ours, theirs) = (admin_of(FAKE_POOL, "ours"), admin_of(OTHER, "theirs"));
+    assert_eq!(get_with_token(addr, "/any", &ours).await.status, 200);
+    assert_eq!(get_with_token(addr, "/any", &theirs).await.status, 200);
+    assert_eq!(get_with_token(addr, "/scoped", &ours).await.status, 200);
+    assert_eq!(get_with_token(addr, "/scoped", &theirs).await.status, 403);
+    let message = crate::middleware::panic_message(|| {
+        CognitoAuth::new(v).require_any_group_in("eu-west-1_Nope", ["admin"])
+    });
+    assert!(message.contains("\"eu-west-1_Nope\" is not one of the verifier's pools"), "{message}");
+}
